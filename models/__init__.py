@@ -1,0 +1,1 @@
+"""Plain PyTorch networks (deterministic, trainable on their own as baselines)."""

@@ -1,0 +1,115 @@
+"""Posterior checkpoints: tensors plus JSON, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds the lifted net's state (deterministic weights, buffers, learned noise), the
+guide's state (its ``state_dict`` if it is a module, plus any Pyro param-store entries it created)
+and a JSON description of the net's structure and priors. No Python object is ever pickled, and
+loading refuses any file that would need one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from .lift import BayesianNet
+
+FORMAT = "pyrobnn-posterior/1"
+
+
+def _param_store_state(guide, bnn, x_example) -> dict[str, torch.Tensor]:
+    """Unconstrained values of the param-store entries the guide reads."""
+    with poutine.trace(param_only=True) as tr:
+        poutine.block(guide, hide_types=["sample"])(x_example)
+    return {name: site["value"].unconstrained().detach().cpu() for name, site in tr.trace.nodes.items()}
+
+
+def save_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor, meta: dict | None = None) -> Path:
+    """Write bnn + guide to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "structure": json.dumps(bnn.describe()),
+        "meta": json.dumps(meta or {}),
+        "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
+        "guide": {k: v.detach().cpu() for k, v in guide.state_dict().items()} if isinstance(guide, nn.Module) else {},
+        "param_store": _param_store_state(guide, bnn, x_example[:1]),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """Load a checkpoint's tensors and JSON without executing anything from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path.name}: refused, the file holds pickled Python objects, not just tensors "
+                         f"({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path.name}: not a readable checkpoint ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path.name}: not a {FORMAT} checkpoint")
+    payload["structure"] = json.loads(payload["structure"])
+    payload["meta"] = json.loads(payload["meta"])
+    return payload
+
+
+def _check_shapes(saved: dict, current: dict, what: str):
+    for name, t in current.items():
+        if name not in saved:
+            raise ValueError(f"checkpoint does not match the {what}: it has no entry {name!r}")
+        if tuple(saved[name].shape) != tuple(t.shape):
+            raise ValueError(f"checkpoint does not match the {what}: {name!r} has shape "
+                             f"{tuple(saved[name].shape)} in the checkpoint, {tuple(t.shape)} here")
+    extra = [k for k in saved if k not in current]
+    if extra:
+        raise ValueError(f"checkpoint does not match the {what}: unexpected entry {extra[0]!r}")
+
+
+@torch.no_grad()
+def load_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
+    """Restore bnn and guide from ``path`` in place; returns the checkpoint's ``meta`` dict.
+
+    ``x_example`` (one input row is enough) lets lazily built guides (AutoNormal, param-store
+    guides) create their parameters before the saved values are copied into them.
+    """
+    ck = read_checkpoint(path)
+    _check_shapes(ck["bnn"], bnn.state_dict(), "network")
+    bnn.load_state_dict(ck["bnn"])
+    x1 = x_example[:1].to(bnn.device)
+    with poutine.block():
+        guide(x1)  # materialise lazy parameters
+    if isinstance(guide, nn.Module):
+        _check_shapes(ck["guide"], guide.state_dict(), "guide")
+        guide.load_state_dict(ck["guide"])
+    store = pyro.get_param_store()
+    for name, value in ck["param_store"].items():
+        if name not in store:
+            raise ValueError(f"checkpoint does not match the guide: it has no parameter {name!r}")
+        target = store.get_param(name).unconstrained()
+        if target.shape != value.shape:
+            raise ValueError(f"checkpoint does not match the guide: {name!r} has shape {tuple(value.shape)} "
+                             f"in the checkpoint, {tuple(target.shape)} here")
+        target.copy_(value)
+    return ck["meta"]

@@ -1,0 +1,129 @@
+"""Input checks and loaders. Every problem is reported as a one-line ValueError naming the input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def _first_bad(mask: torch.Tensor) -> int:
+    rows = mask.reshape(mask.shape[0], -1).any(dim=1).nonzero()
+    return int(rows[0, 0])
+
+
+def as_float_tensor(x, name: str = "X") -> torch.Tensor:
+    if isinstance(x, (pd.DataFrame, pd.Series)):
+        x = x.to_numpy()
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{name} must be numeric; got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{name} must be numeric array-like; got {type(x).__name__} ({e})") from None
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must be real-valued; got dtype {x.dtype}")
+    return x.float() if not x.is_floating_point() or x.dtype == torch.float64 else x
+
+
+def check_features(x, n_features: int | None = None, name: str = "X") -> torch.Tensor:
+    """A 2-D (or higher) float tensor with no NaN/inf and, if given, ``n_features`` columns."""
+    x = as_float_tensor(x, name)
+    if x.dim() == 1:
+        hint = "reshape(-1, 1) for one feature" if n_features in (None, 1) else "reshape(1, -1) for one row"
+        raise ValueError(f"{name} must be 2-D [rows, features]; got 1-D shape {tuple(x.shape)} ({hint})")
+    if x.dim() == 0:
+        raise ValueError(f"{name} must be 2-D [rows, features]; got a scalar")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    if n_features is not None and x.dim() == 2 and x.shape[1] != n_features:
+        raise ValueError(f"{name} has {x.shape[1]} features; the net expects {n_features}")
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        row = _first_bad(bad)
+        raise ValueError(f"{name} contains NaN or inf (first at row {row})")
+    return x
+
+
+def check_labels(y, num_classes: int | None = None, n_rows: int | None = None, name: str = "labels") -> torch.Tensor:
+    """Integer class labels in [0, num_classes), 1-D, one per row."""
+    if isinstance(y, (pd.Series, pd.DataFrame)):
+        y = y.to_numpy()
+    y = torch.as_tensor(y)
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be 1-D [rows]; got shape {tuple(y.shape)}")
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    if n_rows is not None and y.shape[0] != n_rows:
+        raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
+    rng = f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)"
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y) | (y != torch.round(y))
+        if bad.any():
+            i = _first_bad(bad)
+            raise ValueError(f"{name} must be integers in {rng}; got {float(y[i])} at row {i}")
+        y = y.long()
+    elif y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{name} must be integers in {rng}; got dtype {y.dtype}")
+    y = y.long()
+    bad = y < 0 if num_classes is None else (y < 0) | (y >= num_classes)
+    if bad.any():
+        i = _first_bad(bad)
+        raise ValueError(f"{name} must be integers in {rng}; got {int(y[i])} at row {i}")
+    return y
+
+
+def check_targets(y, n_rows: int | None = None, name: str = "targets") -> torch.Tensor:
+    """Real regression targets with no NaN/inf, one row per input."""
+    y = as_float_tensor(y, name)
+    if y.dim() == 0:
+        raise ValueError(f"{name} must have one value per row; got a scalar")
+    if y.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    if n_rows is not None and y.shape[0] != n_rows:
+        raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
+    bad = ~torch.isfinite(y)
+    if bad.any():
+        raise ValueError(f"{name} contains NaN or inf (first at row {_first_bad(bad)})")
+    return y
+
+
+def read_csv(path, columns: list[str], index_col=None) -> pd.DataFrame:
+    """Read a CSV and check it: readable, UTF-8, comma-delimited, has ``columns``, all numeric, not empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        df = pd.read_csv(path, index_col=index_col, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path.name}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path.name}: the file is empty") from None
+    except pd.errors.ParserError as e:
+        raise ValueError(f"{path.name}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        if len(df.columns) == 1 and any(d in str(df.columns[0]) for d in ";\t|"):
+            raise ValueError(f"{path.name}: expected comma-separated columns {columns}; "
+                             f"the header looks like another delimiter: {df.columns[0]!r}")
+        raise ValueError(f"{path.name}: missing column(s) {missing}; found {list(map(str, df.columns))}")
+    df = df[columns]
+    if len(df) == 0:
+        raise ValueError(f"{path.name}: no data rows")
+    for c in columns:
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = num.isna() & df[c].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path.name}: column {c!r} has a non-numeric value {df[c].iloc[i]!r} at data row {i}")
+        if num.isna().any():
+            i = int(np.flatnonzero(num.isna().to_numpy())[0])
+            raise ValueError(f"{path.name}: column {c!r} has an empty cell at data row {i}")
+        df[c] = num
+    return df

@@ -1,0 +1,145 @@
+"""lift: turn the parameters of any nn.Module into Pyro sample sites with priors.
+
+The user's net is never modified or copied layer by layer. Its forward is run with sampled weights
+through ``torch.func.functional_call``; when the weights carry leading sample dimensions (vectorised
+ELBO particles, vectorised predictive draws) the call is mapped over them with ``torch.func.vmap``,
+so one code path serves every Linear/Conv/normalisation layer the net is made of.
+"""
+from __future__ import annotations
+
+import pyro
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .data import check_features
+from .likelihoods import Likelihood, make_likelihood
+from .priors import Normal, Prior, make_prior
+
+
+def _resolve_priors(net: nn.Module, default: Prior | None, overrides: dict) -> dict[str, Prior | None]:
+    """Per-parameter prior: the longest matching key of ``overrides`` (a parameter or module name,
+    ``""`` for the whole net) wins; parameters matched by none get ``default``."""
+    names = [n for n, _ in net.named_parameters()]
+    modules = {n for n, _ in net.named_modules()}
+    for key in overrides:
+        if key not in modules and key not in names:
+            raise ValueError(f"priors: {key!r} names no module or parameter of the net; "
+                             f"parameters are {names}")
+    out = {}
+    for name in names:
+        best, chosen = -1, default
+        for key, spec in overrides.items():
+            if key == "" or name == key or name.startswith(key + "."):
+                if len(key) > best:
+                    best, chosen = len(key), spec
+        out[name] = make_prior(chosen)
+    return out
+
+
+class BayesianNet(nn.Module):
+    """A lifted net. ``model(x, y=None, data_size=None)`` is the Pyro model.
+
+    Sites: one ``pyro.sample`` per stochastic parameter, named as in ``net.named_parameters()``
+    (e.g. ``"0.weight"``), with the parameter's shape as event shape; then ``"obs"`` from the
+    likelihood inside the data plate. Parameters with prior ``None`` stay ordinary trainable
+    parameters of the net (point estimates).
+    """
+
+    def __init__(self, net: nn.Module, prior=None, likelihood="categorical", priors: dict | None = None,
+                 n_features: int | None = None):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
+        self.net = net
+        self.likelihood: Likelihood = make_likelihood(likelihood)
+        default = make_prior(Normal() if prior is None else prior)
+        self.priors = {k: p for k, p in _resolve_priors(net, default, priors or {}).items() if p is not None}
+        if not self.priors:
+            raise ValueError("lift: every parameter was kept deterministic; nothing to make Bayesian")
+        params = dict(net.named_parameters())
+        self.shapes = {k: params[k].shape for k in self.priors}
+        self.n_features = n_features if n_features is not None else _infer_in_features(net)
+
+    # --- structure -----------------------------------------------------------------------------
+    @property
+    def site_names(self) -> list[str]:
+        return list(self.priors)
+
+    def point_parameters(self) -> list[nn.Parameter]:
+        """Trainable tensors that are not sampled: deterministic net parameters, likelihood noise."""
+        ps = [p for n, p in self.net.named_parameters() if n not in self.priors and p.requires_grad]
+        return ps + [p for p in self.likelihood.parameters() if p.requires_grad]
+
+    def describe(self) -> dict:
+        """JSON-able structure: sites, shapes, priors, likelihood (for run directories and checkpoints)."""
+        params = dict(self.net.named_parameters())
+        return {
+            "net": type(self.net).__name__,
+            "sites": {k: {"shape": list(self.shapes[k]), "prior": p.config()} for k, p in self.priors.items()},
+            "deterministic": [k for k in params if k not in self.priors],
+            "likelihood": self.likelihood.config(),
+            "n_features": self.n_features,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.net.parameters()) + list(self.net.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    # --- the Pyro model ----------------------------------------------------------------------------
+    def sample_weights(self) -> dict[str, torch.Tensor]:
+        """Draw every stochastic parameter from its prior (``pyro.sample`` sites)."""
+        device = self.device
+        return {name: pyro.sample(name, prior.distribution(self.shapes[name], device))
+                for name, prior in self.priors.items()}
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the net with ``weights``; leading sample dims of the weights lead the output.
+
+        weights[name] has shape ``[*lead, *param_shape]`` with the same ``lead`` for all (or
+        broadcastable); the output is ``[*lead, *net(x).shape]``.
+        """
+        leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
+        lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
+        if len(lead) == 0:
+            return functional_call(self.net, weights, (x,))
+        flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
+        out = vmap(lambda p: functional_call(self.net, p, (x,)), randomness="different")(flat)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
+        """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size."""
+        out = self.forward(x, self.sample_weights())
+        return self.likelihood(out, y, data_size)
+
+    # --- input checks ----------------------------------------------------------------------------
+    def check_inputs(self, x, y=None, name: str = "X"):
+        x = check_features(x, self.n_features, name)
+        if y is not None:
+            y = self.likelihood.check(y, x.shape[0])
+        return x, y
+
+
+def _infer_in_features(net: nn.Module) -> int | None:
+    """The input width of the first Linear layer, when the net starts with one (for input checks)."""
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            return m.in_features
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.Embedding)):
+            return None
+    return None
+
+
+def lift(net: nn.Module, prior=None, likelihood="categorical", priors: dict | None = None,
+         n_features: int | None = None) -> BayesianNet:
+    """Lift ``net`` into a Bayesian net whose ``.model`` is a Pyro model.
+
+    prior: default prior for every parameter (a :mod:`pyrobnn.priors` object, a name such as
+        ``"laplace"``, or ``{"name": "scale_mixture", "pi": 0.5, ...}``); Normal(0, 1) if omitted.
+    priors: per-module / per-parameter overrides, ``{"0": priors.Laplace(), "4.bias": None}``;
+        ``None`` keeps that part of the net deterministic (trained as a point estimate).
+    likelihood: ``"categorical"`` / ``"normal"`` or a :mod:`pyrobnn.likelihoods` instance.
+    """
+    return BayesianNet(net, prior=prior, likelihood=likelihood, priors=priors, n_features=n_features)

@@ -1,0 +1,50 @@
+"""Scores of predicted class probabilities ``probs: [N, C]`` against integer labels ``y: [N]``."""
+from __future__ import annotations
+
+import torch
+
+from .data import check_labels
+
+
+def _check(probs: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.as_tensor(probs, dtype=torch.float32)
+    if probs.dim() != 2:
+        raise ValueError(f"probs must be [N, C]; got shape {tuple(probs.shape)}")
+    y = check_labels(y, probs.shape[1], probs.shape[0]).to(probs.device)
+    return probs, y
+
+
+def accuracy(probs, y) -> float:
+    probs, y = _check(probs, y)
+    return float((probs.argmax(-1) == y).float().mean())
+
+
+def nll(probs, y, eps: float = 1e-12) -> float:
+    """Mean negative log predictive probability of the true class (nats)."""
+    probs, y = _check(probs, y)
+    return float(-torch.log(probs.gather(1, y[:, None]).clamp_min(eps)).mean())
+
+
+def brier(probs, y) -> float:
+    """Mean over inputs of the squared distance between probs and the one-hot label (0 to 2)."""
+    probs, y = _check(probs, y)
+    onehot = torch.nn.functional.one_hot(y, probs.shape[1]).float()
+    return float(((probs - onehot) ** 2).sum(-1).mean())
+
+
+def ece(probs, y, n_bins: int = 15) -> float:
+    """Expected calibration error: confidences in ``n_bins`` equal-width bins of (0, 1], the
+    |accuracy - confidence| gap of each bin weighted by its share of inputs."""
+    probs, y = _check(probs, y)
+    conf, pred = probs.max(-1)
+    correct = (pred == y).float()
+    bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
+    gap = torch.zeros(n_bins, device=probs.device)
+    gap.scatter_add_(0, bins, correct - conf)
+    return float(gap.abs().sum() / conf.shape[0])
+
+
+def classification_report(probs, y, n_bins: int = 15) -> dict[str, float]:
+    """accuracy, nll, brier and ece in one dict."""
+    return {"accuracy": accuracy(probs, y), "nll": nll(probs, y), "brier": brier(probs, y),
+            "ece": ece(probs, y, n_bins)}
