@@ -96,7 +96,9 @@ def auto_normal(bnn: BayesianNet, init="net", init_scale: float = 0.1) -> AutoNo
         loc_fn = init_to_sample
     else:
         loc_fn = init_to_value(values=_init_locs(bnn, init))
-    return AutoNormal(bnn.model, init_loc_fn=loc_fn, init_scale=init_scale)
+    # Built on the weights-only model: the observation site is not the guide's business (an
+    # unobserved discrete "obs" at prediction time would otherwise break AutoNormal's setup).
+    return AutoNormal(bnn.sample_weights, init_loc_fn=loc_fn, init_scale=init_scale)
 
 
 GUIDES = {"meanfield": MeanFieldNormal, "autonormal": auto_normal}

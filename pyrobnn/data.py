@@ -53,6 +53,8 @@ def check_labels(y, num_classes: int | None = None, n_rows: int | None = None, n
     """Integer class labels in [0, num_classes), 1-D, one per row."""
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(np.array(y))  # a writable copy
     y = torch.as_tensor(y)
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -109,9 +111,11 @@ def read_csv(path, columns: list[str], index_col=None) -> pd.DataFrame:
         raise ValueError(f"{path.name}: cannot parse as CSV ({str(e).splitlines()[0]})") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        if len(df.columns) == 1 and any(d in str(df.columns[0]) for d in ";\t|"):
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n")
+        if "," not in header and any(d in header for d in ";\t|"):
             raise ValueError(f"{path.name}: expected comma-separated columns {columns}; "
-                             f"the header looks like another delimiter: {df.columns[0]!r}")
+                             f"the header looks like another delimiter: {header[:80]!r}")
         raise ValueError(f"{path.name}: missing column(s) {missing}; found {list(map(str, df.columns))}")
     df = df[columns]
     if len(df) == 0:

@@ -89,8 +89,9 @@ class BayesianNet(nn.Module):
         return torch.device("cpu")
 
     # --- the Pyro model ----------------------------------------------------------------------------
-    def sample_weights(self) -> dict[str, torch.Tensor]:
-        """Draw every stochastic parameter from its prior (``pyro.sample`` sites)."""
+    def sample_weights(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Draw every stochastic parameter from its prior (``pyro.sample`` sites). Arguments are
+        ignored, so this is also the weights-only model that automatic guides are built on."""
         device = self.device
         return {name: pyro.sample(name, prior.distribution(self.shapes[name], device))
                 for name, prior in self.priors.items()}
@@ -111,7 +112,14 @@ class BayesianNet(nn.Module):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
         """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size."""
-        out = self.forward(x, self.sample_weights())
+        weights = self.sample_weights()
+        out = self.forward(x, weights)
+        k = next(iter(weights))
+        lead = weights[k].dim() - len(self.shapes[k])
+        if lead and out.shape[lead - 1] == 1:
+            # Under an outer plate (vectorised particles or draws) the weights' batch shape is
+            # (..., P, 1): the trailing 1 is the data plate's slot, which the rows fill.
+            out = out.squeeze(lead - 1)
         return self.likelihood(out, y, data_size)
 
     # --- input checks ----------------------------------------------------------------------------

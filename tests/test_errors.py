@@ -1,0 +1,114 @@
+"""Bad input gets a one-line ValueError that names the input and the problem."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pyrobnn
+from experiments.egg_data import load_egg_csv
+from pyrobnn import MeanFieldNormal, predict, priors
+from pyrobnn.data import check_features, check_labels, read_csv
+
+
+def bnn():
+    return pyrobnn.lift(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3)),
+                        likelihood=pyrobnn.likelihoods.Categorical(3))
+
+
+X = torch.randn(10, 2)
+Y = torch.randint(0, 3, (10,))
+nan_x = X.clone()
+nan_x[7, 1] = math.nan
+inf_x = X.clone()
+inf_x[3, 0] = math.inf
+
+
+def fit(x, y, **kw):
+    b = bnn()
+    pyrobnn.fit(b, MeanFieldNormal(b), (x, y), epochs=kw.pop("epochs", 1), progress=False, **kw)
+
+
+CASES = [
+    ("NaN feature", lambda: fit(nan_x, Y), "X contains NaN or inf (first at row 7)"),
+    ("inf feature", lambda: fit(inf_x, Y), "X contains NaN or inf (first at row 3)"),
+    ("wrong feature count", lambda: fit(torch.randn(10, 3), Y), "X has 3 features; the net expects 2"),
+    ("1-D features", lambda: fit(torch.randn(10), Y), "X must be 2-D"),
+    ("empty data", lambda: fit(torch.empty(0, 2), torch.empty(0, dtype=torch.long)), "X is empty"),
+    ("label out of range", lambda: fit(X, torch.tensor([0, 1, 2, 3, 0, 1, 2, 0, 1, 2])),
+     "labels must be integers in [0, 3); got 3 at row 3"),
+    ("negative label", lambda: fit(X, -torch.ones(10, dtype=torch.long)), "got -1 at row 0"),
+    ("non-integer label", lambda: fit(X, torch.full((10,), 1.5)), "labels must be integers in [0, 3); got 1.5 at row 0"),
+    ("label count", lambda: fit(X, Y[:7]), "labels has 7 rows but the features have 10"),
+    ("2-D labels", lambda: fit(X, torch.zeros(10, 2)), "labels must be 1-D"),
+    ("batch larger than data", lambda: fit(X, Y, batch_size=11), "batch_size 11 is larger than the data (10 rows)"),
+    ("zero batch", lambda: fit(X, Y, batch_size=0), "batch_size must be >= 1"),
+    ("zero epochs", lambda: fit(X, Y, epochs=0), "epochs must be >= 1"),
+    ("negative lr", lambda: fit(X, Y, lr=-1.0), "lr must be a finite number > 0"),
+    ("unknown loss", lambda: fit(X, Y, loss="kl"), "unknown loss 'kl'"),
+    ("unknown optimiser", lambda: fit(X, Y, optimizer="sgd"), "unknown optimizer 'sgd'"),
+    ("zero particles", lambda: fit(X, Y, num_particles=0), "num_particles must be >= 1"),
+    ("cuda without gpu", lambda: fit(X, Y, device="cuda") if not torch.cuda.is_available() else
+     (_ for _ in ()).throw(ValueError("no CUDA GPU is available (skipped: GPU present)")), "no CUDA GPU is available"),
+    ("num_samples zero", lambda: predict(bnn(), MeanFieldNormal(bnn()), X, num_samples=0),
+     "num_samples must be a positive integer; got 0"),
+    ("num_samples negative", lambda: predict(bnn(), MeanFieldNormal(bnn()), X, num_samples=-5), "got -5"),
+    ("predict NaN", lambda: predict(bnn(), MeanFieldNormal(bnn()), nan_x, num_samples=5), "X contains NaN"),
+    ("predict wrong width", lambda: predict(bnn(), MeanFieldNormal(bnn()), torch.randn(4, 5), num_samples=5),
+     "X has 5 features"),
+    ("prior scale zero", lambda: priors.Normal(0, 0), "prior scale must be a finite number > 0; got 0"),
+    ("prior scale negative", lambda: pyrobnn.lift(nn.Linear(2, 2), prior={"name": "laplace", "scale": -1}),
+     "prior scale must be a finite number > 0; got -1"),
+    ("mixture pi", lambda: priors.ScaleMixture(pi=1.5), "prior pi must lie in (0, 1)"),
+    ("unknown prior", lambda: pyrobnn.lift(nn.Linear(2, 2), prior="cauchy"), "unknown prior 'cauchy'"),
+    ("unknown likelihood", lambda: pyrobnn.lift(nn.Linear(2, 2), likelihood="poisson"), "unknown likelihood 'poisson'"),
+    ("unknown guide", lambda: pyrobnn.make_guide("laplace", bnn()), "unknown guide 'laplace'"),
+    ("guide init scale", lambda: MeanFieldNormal(bnn(), init_scale=0.0), "init_scale must be > 0"),
+    ("likelihood classes", lambda: pyrobnn.likelihoods.Categorical(1), "num_classes must be >= 2"),
+    ("nothing Bayesian", lambda: pyrobnn.lift(nn.Linear(2, 2), priors={"": None}), "nothing to make Bayesian"),
+    ("labels bool", lambda: check_labels(torch.tensor([True, False]), 2), "got dtype torch.bool"),
+    ("features text", lambda: check_features([["a", "b"]]), "X must be numeric"),
+]
+
+
+@pytest.mark.parametrize("name,call,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_api_input(name, call, message):
+    with pytest.raises(ValueError) as e:
+        call()
+    text = str(e.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def _csv(tmp_path, content: bytes | str, name="eggs.csv"):
+    p = tmp_path / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
+CSV_CASES = [
+    ("missing column", ",weight,outcome\n0,55.0,2\n", "missing column(s) ['time']"),
+    ("semicolons", ";weight;time;outcome\n0;55.0;7.1;2\n", "looks like another delimiter"),
+    ("non-numeric", ",weight,time,outcome\n0,55.0,7.1,2\n1,heavy,2.8,0\n",
+     "column 'weight' has a non-numeric value 'heavy' at data row 1"),
+    ("empty cell", ",weight,time,outcome\n0,55.0,,2\n", "column 'time' has an empty cell at data row 0"),
+    ("no rows", ",weight,time,outcome\n", "no data rows"),
+    ("empty file", "", "the file is empty"),
+    ("not utf-8", b",weight,time,outcome\n0,55.0,7.1,2\n1,\xff\xfe,2.8,0\n", "not UTF-8"),
+    ("label 3", ",weight,time,outcome\n0,55.0,7.1,3\n", "outcome must be integers in [0, 3); got 3 at row 0"),
+    ("label float", ",weight,time,outcome\n0,55.0,7.1,1.5\n", "got 1.5 at row 0"),
+    ("negative weight", ",weight,time,outcome\n0,-55.0,7.1,1\n", "weight must be > 0 g"),
+]
+
+
+@pytest.mark.parametrize("name,content,message", CSV_CASES, ids=[c[0] for c in CSV_CASES])
+def test_bad_egg_csv(tmp_path, name, content, message):
+    with pytest.raises(ValueError) as e:
+        load_egg_csv(_csv(tmp_path, content))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data file not found: .*nope.csv"):
+        read_csv(tmp_path / "nope.csv", ["a"])

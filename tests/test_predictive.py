@@ -1,0 +1,63 @@
+import pyro
+import torch
+from pyro.infer import Predictive
+from torch import nn
+
+import pyrobnn
+from pyrobnn import MeanFieldNormal, auto_normal, predict
+
+
+def trained():
+    torch.manual_seed(0)
+    x = torch.randn(300, 2)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3)))
+    guide = MeanFieldNormal(bnn)
+    pyrobnn.fit(bnn, guide, (x, y), epochs=40, lr=0.03, batch_size=100, seed=0, progress=False)
+    return bnn, guide, x, y
+
+
+def test_summaries_are_consistent():
+    bnn, guide, x, _ = trained()
+    pp = predict(bnn, guide, x[:20], num_samples=3000, seed=0)
+    assert pp.outputs.shape == (3000, 20, 3) and pp.draws.shape == (3000, 20)
+    freq = pp.class_frequencies()
+    torch.testing.assert_close(freq.sum(1), torch.ones(20))
+    # sampled labels converge to the mean probabilities (3000 draws: s.e. <= 0.01)
+    assert (freq - pp.mean_probs()).abs().max() < 0.05
+    torch.testing.assert_close(pp.class_frequencies(votes=True).sum(1), torch.ones(20))
+    h, eh, mi = pp.predictive_entropy(), pp.expected_entropy(), pp.mutual_information()
+    assert (mi >= 0).all() and (h <= torch.log(torch.tensor(3.0)) + 1e-6).all()
+    torch.testing.assert_close(h, eh + mi, atol=1e-5, rtol=0)
+
+
+def test_matches_pyros_own_predictive_in_distribution():
+    bnn, guide, x, _ = trained()
+    xq = x[:5]
+    ours = predict(bnn, guide, xq, num_samples=4000, seed=1).class_frequencies()
+    obs = Predictive(bnn.model, guide=guide, num_samples=4000, return_sites=["obs"])(xq)["obs"]
+    theirs = torch.nn.functional.one_hot(obs.reshape(4000, 5), 3).float().mean(0)
+    assert (ours - theirs).abs().max() < 0.04
+
+
+def test_chunked_draws_and_generic_guides():
+    bnn, guide, x, _ = trained()
+    full = predict(bnn, guide, x[:8], num_samples=2000, seed=3)
+    chunked = predict(bnn, guide, x[:8], num_samples=2000, seed=3, chunk_size=300)
+    assert chunked.outputs.shape == full.outputs.shape
+    assert (chunked.mean_probs() - full.mean_probs()).abs().max() < 0.05
+    pyro.clear_param_store()
+    an = auto_normal(bnn)
+    pp = predict(bnn, an, x[:8], num_samples=50)
+    assert pp.outputs.shape == (50, 8, 3)
+    assert pp.outputs.std(0).min() > 0  # draws differ
+
+
+def test_regression_summaries():
+    bnn = pyrobnn.lift(nn.Linear(1, 1), likelihood=pyrobnn.likelihoods.Normal(scale=0.5))
+    guide = MeanFieldNormal(bnn, init_scale=0.01)
+    pp = predict(bnn, guide, torch.zeros(4, 1), num_samples=20000, seed=0)
+    torch.testing.assert_close(pp.std(), torch.full((4,), 0.5), atol=0.01, rtol=0)
+    lo, hi = pp.interval(0.95)
+    assert (lo < hi).all()
+    assert abs(float((hi - lo).mean()) - 2 * 1.96 * 0.5) < 0.05
