@@ -18,6 +18,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from . import rng
 from .lift import BayesianNet
 
 FORMAT = "pyrobnn-posterior/1"
@@ -25,23 +26,35 @@ FORMAT = "pyrobnn-posterior/1"
 
 def _param_store_state(guide, bnn, x_example) -> dict[str, torch.Tensor]:
     """Unconstrained values of the param-store entries the guide reads."""
-    with poutine.trace(param_only=True) as tr:
+    with rng.preserved(), poutine.trace(param_only=True) as tr:
         poutine.block(guide, hide_types=["sample"])(x_example)
     return {name: site["value"].unconstrained().detach().cpu() for name, site in tr.trace.nodes.items()}
 
 
-def save_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor, meta: dict | None = None) -> Path:
-    """Write bnn + guide to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
+def _finite_or_refuse(tensors: dict, what: str):
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"refusing to save a non-finite {what}: {name!r} holds NaN or inf")
+
+
+def model_state(bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
+    """Tensors of the lifted net and the guide (module state and param-store entries), plus JSON."""
+    state = {
         "structure": json.dumps(bnn.describe()),
-        "meta": json.dumps(meta or {}),
         "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
         "guide": {k: v.detach().cpu() for k, v in guide.state_dict().items()} if isinstance(guide, nn.Module) else {},
         "param_store": _param_store_state(guide, bnn, x_example[:1]),
     }
+    for key in ("bnn", "guide", "param_store"):
+        _finite_or_refuse(state[key], "posterior")
+    return state
+
+
+def atomic_save(path, payload: dict) -> Path:
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path``: a crash at
+    any point leaves either the old file or the new one, never a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -55,7 +68,12 @@ def save_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor, meta:
     return path
 
 
-def read_checkpoint(path) -> dict:
+def save_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor, meta: dict | None = None) -> Path:
+    """Write bnn + guide to ``path`` atomically."""
+    return atomic_save(path, {"format": FORMAT, "meta": json.dumps(meta or {}), **model_state(bnn, guide, x_example)})
+
+
+def read_checkpoint(path, fmt: str = FORMAT) -> dict:
     """Load a checkpoint's tensors and JSON without executing anything from the file."""
     path = Path(path)
     if not path.is_file():
@@ -68,10 +86,11 @@ def read_checkpoint(path) -> dict:
                          f"({first[:160]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{path.name}: not a readable checkpoint ({str(e).splitlines()[0][:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path.name}: not a {FORMAT} checkpoint")
-    payload["structure"] = json.loads(payload["structure"])
-    payload["meta"] = json.loads(payload["meta"])
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{path.name}: not a {fmt} checkpoint")
+    for key in ("structure", "meta", "history"):
+        if key in payload:
+            payload[key] = json.loads(payload[key])
     return payload
 
 
@@ -88,17 +107,12 @@ def _check_shapes(saved: dict, current: dict, what: str):
 
 
 @torch.no_grad()
-def load_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
-    """Restore bnn and guide from ``path`` in place; returns the checkpoint's ``meta`` dict.
-
-    ``x_example`` (one input row is enough) lets lazily built guides (AutoNormal, param-store
-    guides) create their parameters before the saved values are copied into them.
-    """
-    ck = read_checkpoint(path)
+def restore_model_state(ck: dict, bnn: BayesianNet, guide, x_example: torch.Tensor):
+    """Copy saved tensors into bnn and guide in place (shapes checked first)."""
     _check_shapes(ck["bnn"], bnn.state_dict(), "network")
     bnn.load_state_dict(ck["bnn"])
     x1 = x_example[:1].to(bnn.device)
-    with poutine.block():
+    with rng.preserved(), poutine.block():
         guide(x1)  # materialise lazy parameters
     if isinstance(guide, nn.Module):
         _check_shapes(ck["guide"], guide.state_dict(), "guide")
@@ -112,4 +126,14 @@ def load_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor) -> di
             raise ValueError(f"checkpoint does not match the guide: {name!r} has shape {tuple(value.shape)} "
                              f"in the checkpoint, {tuple(target.shape)} here")
         target.copy_(value)
+
+
+def load_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
+    """Restore bnn and guide from ``path`` in place; returns the checkpoint's ``meta`` dict.
+
+    ``x_example`` (one input row is enough) lets lazily built guides (AutoNormal, param-store
+    guides) create their parameters before the saved values are copied into them.
+    """
+    ck = read_checkpoint(path)
+    restore_model_state(ck, bnn, guide, x_example)
     return ck["meta"]

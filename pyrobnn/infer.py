@@ -4,12 +4,24 @@ Each step computes a true Pyro ELBO (``Trace_ELBO`` or ``TraceMeanField_ELBO``, 
 vectorised particles) via ``differentiable_loss`` and takes one step of a single torch optimiser
 over every trainable tensor (guide parameters, Pyro param-store entries the guide creates, and
 the lifted net's deterministic parameters).
+
+Reliability: with ``checkpoint=path`` the full training state (posterior, optimiser, epoch and
+position inside it, RNG states, history) is written atomically every ``checkpoint_every`` epochs
+and when SIGINT/SIGTERM arrives; ``resume=True`` continues from it and reproduces the
+uninterrupted run exactly. A non-finite ELBO or gradient restores the state at the start of the
+epoch, names the step and the site that went bad, and retries with a lower learning rate
+(``max_retries`` times) before raising :class:`DivergenceError`.
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyro
 import torch
@@ -19,10 +31,17 @@ from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import rng
+from .checkpoint import atomic_save, model_state, read_checkpoint, restore_model_state
 from .lift import BayesianNet
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
+STATE_FORMAT = "pyrobnn-train/1"
+
+
+class DivergenceError(ValueError):
+    """Training produced a NaN/inf ELBO or gradient and retries (if any) did not help."""
 
 
 def resolve_device(device) -> torch.device:
@@ -50,6 +69,8 @@ class History:
     """Per-epoch records: ``loss`` is the mean minibatch ELBO loss (scaled to the full data)."""
 
     records: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+    events: list[str] = field(default_factory=list)
 
     def append(self, **rec):
         self.records.append(rec)
@@ -66,10 +87,10 @@ class History:
 
 
 class _Batches:
-    """Minibatches from (X, y) tensors (fast index slicing) or from a DataLoader."""
+    """Minibatches from (X, y) tensors (index slicing, resumable mid-epoch) or from a DataLoader."""
 
-    def __init__(self, bnn: BayesianNet, data, batch_size, device, generator):
-        self.bnn, self.loader, self.device, self.generator = bnn, None, device, generator
+    def __init__(self, bnn: BayesianNet, data, batch_size, device):
+        self.bnn, self.loader, self.device = bnn, None, device
         if isinstance(data, torch.utils.data.DataLoader):
             self.loader = data
             self.size = len(data.dataset)
@@ -87,48 +108,112 @@ class _Batches:
         if self.batch_size > self.size:
             raise ValueError(f"batch_size {self.batch_size} is larger than the data ({self.size} rows)")
 
-    def __iter__(self):
+    def new_order(self):
+        if self.loader is not None or self.batch_size == self.size:
+            return None
+        return torch.randperm(self.size)
+
+    def iterate(self, order, start: int = 0):
+        """(step, x, y) from step ``start`` on, in ``order`` (a permutation, or None = as stored)."""
         if self.loader is not None:
-            for xb, yb in self.loader:
-                xb, yb = self.bnn.check_inputs(xb, yb)
-                yield xb.to(self.device), yb.to(self.device)
+            for i, (xb, yb) in enumerate(self.loader):
+                if i >= start:
+                    xb, yb = self.bnn.check_inputs(xb, yb)
+                    yield i, xb.to(self.device), yb.to(self.device)
             return
-        if self.batch_size == self.size:
-            yield self.x, self.y
-            return
-        perm = torch.randperm(self.size, generator=self.generator).to(self.device)
-        for i in range(0, self.size, self.batch_size):
-            idx = perm[i:i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+        for i, lo in enumerate(range(0, self.size, self.batch_size)):
+            if i < start:
+                continue
+            if order is None:
+                yield i, self.x[lo:lo + self.batch_size], self.y[lo:lo + self.batch_size]
+            else:
+                idx = order[lo:lo + self.batch_size].to(self.device)
+                yield i, self.x[idx], self.y[idx]
 
 
-def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> list[torch.Tensor]:
-    """Every tensor the optimiser must update; runs the ELBO once to create lazy parameters."""
-    with poutine.trace(param_only=True) as tr:
+def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
+    """Every tensor the optimiser must update, by name; runs the ELBO once (RNG untouched) so
+    that lazily created parameters exist."""
+    with rng.preserved(), poutine.trace(param_only=True) as tr:
         elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=size)
-    tensors = [site["value"].unconstrained() for site in tr.trace.nodes.values()]
+    named = [(f"param {n}", site["value"].unconstrained()) for n, site in tr.trace.nodes.items()]
     if isinstance(guide, nn.Module):
-        tensors += list(guide.parameters())
-    tensors += bnn.point_parameters()
-    seen, out = set(), []
-    for t in tensors:
+        named += [(f"guide {n}", p) for n, p in guide.named_parameters()]
+    point = {id(p) for p in bnn.point_parameters()}
+    named += [(f"bnn {n}", p) for n, p in bnn.named_parameters() if id(p) in point]
+    out, seen = {}, set()
+    for name, t in named:
         if id(t) not in seen and t.requires_grad:
             seen.add(id(t))
-            out.append(t)
+            out[name] = t
     return out
+
+
+def _bad_site(bnn: BayesianNet, guide, xb, yb, size, params: dict[str, torch.Tensor]) -> str:
+    """Name what went non-finite: a parameter, its gradient, or a sample site's value/density."""
+    for name, t in params.items():
+        if not torch.isfinite(t).all():
+            return f"{name} holds NaN/inf"
+    with rng.preserved(), torch.no_grad():
+        gtr = poutine.trace(guide).get_trace(xb, yb, data_size=size)
+        mtr = poutine.trace(poutine.replay(bnn.model, trace=gtr)).get_trace(xb, yb, data_size=size)
+        for where, tr in (("guide", gtr), ("model", mtr)):
+            for name, site in tr.nodes.items():
+                if site["type"] != "sample" or name == "data":
+                    continue
+                if not torch.isfinite(site["value"]).all():
+                    return f"{where} site {name!r} has NaN/inf values"
+                if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                    return f"{where} site {name!r} has a NaN/inf log-density"
+    for name, t in params.items():
+        if t.grad is not None and not torch.isfinite(t.grad).all():
+            return f"gradient of {name} is NaN/inf"
+    return "no single site identified"
+
+
+class _StopSignal:
+    """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only)."""
+
+    def __init__(self):
+        self.received = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _save_state(path, bnn, guide, opt, x1, history, epoch, step, order, totals, lr):
+    payload = {"format": STATE_FORMAT, "meta": json.dumps({"epoch": epoch, "step": step}),
+               "history": json.dumps(history.records), **model_state(bnn, guide, x1),
+               "optimizer": opt.state_dict(), "epoch": epoch, "step": step, "order": order,
+               "totals": list(totals), "lr": lr, "rng": rng.get_state()}
+    atomic_save(path, payload)
 
 
 def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, batch_size: int | None = None,
         loss="meanfield", num_particles: int = 1, vectorize_particles: bool = True, optimizer: str = "adam",
         clip_norm: float = 10.0, val_data=None, val_every: int = 1, val_samples: int = 100,
-        seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False) -> History:
+        seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
+        checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
+        retry_lr_factor: float = 0.5) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
     (Trace_ELBO), or an ELBO instance. ``num_particles`` > 1 draws that many weight samples per
     step, vectorised by default. ``val_data`` = (X, y) is scored every ``val_every`` epochs.
-    Returns a :class:`History` of per-epoch loss (and validation metrics).
+    checkpoint / checkpoint_every / resume: see the module docstring. Returns a :class:`History`
+    (``history.interrupted`` is True if a signal stopped training; the state is then saved).
     """
     from .metrics import classification_report  # late: metrics imports predictive
     from .predictive import predict
@@ -139,6 +224,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path of the training state>")
     dev = resolve_device(device)
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -146,32 +233,79 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if isinstance(guide, nn.Module):
         guide.to(dev)
     elbo = make_elbo(loss, num_particles, vectorize_particles)
-    batches = _Batches(bnn, data, batch_size, dev, generator=None)
+    batches = _Batches(bnn, data, batch_size, dev)
     if val_data is not None:
         val_x, val_y = bnn.check_inputs(*val_data, name="val X")
         val_x, val_y = val_x.to(dev), val_y.to(dev)
 
-    history = History()
-    bar = tqdm(range(1, int(epochs) + 1), disable=not progress, desc="SVI", leave=False)
-    opt = None
-    with pyro.validation_enabled(validate_model):
+    with rng.preserved():
+        _, x1, y1 = next(batches.iterate(None))
+    params = _trainable(bnn, guide, elbo, x1, y1, batches.size)
+    opt_cls = torch.optim.Adam if optimizer == "adam" else ClippedAdam
+    opt = opt_cls(list(params.values()), lr=lr, **({} if optimizer == "adam" else {"clip_norm": clip_norm}))
+    history, epoch0, step0, order, totals = History(), 1, 0, None, (0.0, 0)
+    if resume and Path(checkpoint).is_file():
+        st = read_checkpoint(checkpoint, STATE_FORMAT)
+        restore_model_state(st, bnn, guide, x1)
+        opt.load_state_dict(st["optimizer"])
+        history.records = st["history"]
+        epoch0, step0, order, totals, lr = st["epoch"], st["step"], st["order"], tuple(st["totals"]), st["lr"]
+        rng.set_state(st["rng"])
+        history.events.append(f"resumed at epoch {epoch0} step {step0}")
+
+    def snapshot():
+        return {k: t.detach().clone() for k, t in params.items()}, copy.deepcopy(opt.state_dict())
+
+    retries = int(max_retries)
+    bar = tqdm(range(epoch0, int(epochs) + 1), disable=not progress, desc="SVI", leave=False)
+    with pyro.validation_enabled(validate_model), _StopSignal() as stop:
         for epoch in bar:
-            t0, total, n = time.perf_counter(), 0.0, 0
-            for xb, yb in batches:
-                if opt is None:
-                    params = _trainable(bnn, guide, elbo, xb, yb, batches.size)
-                    if optimizer == "adam":
-                        opt = torch.optim.Adam(params, lr=lr)
-                    else:
-                        opt = ClippedAdam(params, lr=lr, clip_norm=clip_norm)
-                loss_t = elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=batches.size)
-                opt.zero_grad(set_to_none=True)
-                loss_t.backward()
-                opt.step()
-                total += float(loss_t.detach())
-                n += 1
+            while True:  # one epoch; repeated (at a lower lr) if the divergence guard fires
+                t0 = time.perf_counter()
+                if step0 == 0:
+                    order, totals = batches.new_order(), (0.0, 0)
+                good = snapshot()
+                total, n = totals
+                diverged = None
+                for step, xb, yb in batches.iterate(order, step0):
+                    loss_t = elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=batches.size)
+                    opt.zero_grad(set_to_none=True)
+                    if torch.isfinite(loss_t):
+                        loss_t.backward()
+                    if not torch.isfinite(loss_t) or not all(
+                            p.grad is None or torch.isfinite(p.grad).all() for p in params.values()):
+                        diverged = (step, float(loss_t.detach()),
+                                    _bad_site(bnn, guide, xb, yb, batches.size, params))
+                        break
+                    opt.step()
+                    total, n = total + float(loss_t.detach()), n + 1
+                    if stop.received:
+                        break
+                step0 = 0
+                if diverged is None:
+                    break
+                with torch.no_grad():  # back to the last good state
+                    for k, t in params.items():
+                        t.copy_(good[0][k])
+                    opt.load_state_dict(good[1])
+                step, value, site = diverged
+                msg = (f"ELBO/gradient went non-finite (loss={value}) at epoch {epoch} step {step}: {site}; "
+                       f"restored the state from the start of the epoch")
+                if retries <= 0:
+                    raise DivergenceError(msg)
+                retries -= 1
+                lr *= retry_lr_factor
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                history.events.append(msg + f"; retrying with lr={lr:g}")
+            if stop.received:
+                history.interrupted = True
+                history.events.append(f"{stop.received} at epoch {epoch} after step {step}")
+                if checkpoint is not None:
+                    _save_state(checkpoint, bnn, guide, opt, x1, history, epoch, step + 1, order, (total, n), lr)
+                break
             rec = {"epoch": epoch, "loss": total / n, "loss_per_datum": total / n / batches.size,
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0, "lr": lr}
             if val_data is not None and (epoch % int(val_every) == 0 or epoch == int(epochs)):
                 pp = predict(bnn, guide, val_x, num_samples=val_samples)
                 if bnn.likelihood.kind == "classification":
@@ -180,4 +314,6 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                     rec["val_rmse"] = float(((pp.mean() - val_y) ** 2).mean().sqrt())
             history.append(**rec)
             bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("loss", "val_accuracy", "val_rmse")})
+            if checkpoint is not None and (epoch % int(checkpoint_every) == 0 or epoch == int(epochs)):
+                _save_state(checkpoint, bnn, guide, opt, x1, history, epoch + 1, 0, None, (0.0, 0), lr)
     return history
