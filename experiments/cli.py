@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 EXPERIMENTS = {"egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms"}
@@ -15,6 +14,9 @@ EPILOG = """examples:
   pyrobnn run egg                                   # embedded simulated eggs
   pyrobnn run egg --data ../shared/data/egg_times/egg_times.csv --guide handwritten
   pyrobnn run egg --epochs 50 --num-samples 1000 --pyro-baseline-samples 0 --out /tmp/runs
+  pyrobnn run egg --resume runs/egg/20261122-101500   # after Ctrl-C / SIGTERM
+
+exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
 
 
@@ -40,17 +42,31 @@ def _egg_parser(sub):
     p.add_argument("--device", default=d.device, help="cpu or cuda (default %(default)s)")
     p.add_argument("--out", default=d.out, help="output root; runs go to OUT/egg/<stamp> (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run in RUN_DIR with its saved config (other options ignored)")
     return p
 
 
 def _run_egg(args) -> int:
-    from experiments.egg import EggConfig, run
+    from experiments.egg import EggConfig, config_of, run
 
+    if args.resume:
+        cfg = config_of(args.resume)
+        cfg.progress = not args.no_progress
+        res = run(cfg, resume_dir=args.resume)
+        return _report_egg(res)
     cfg = EggConfig(data=args.data, epochs=args.epochs, det_epochs=args.det_epochs, guide=args.guide,
                     loss=args.loss, lr=args.lr, batch_size=args.batch_size, num_particles=args.num_particles,
                     num_samples=args.num_samples, pyro_baseline_samples=args.pyro_baseline_samples,
                     seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress)
-    res = run(cfg)
+    return _report_egg(run(cfg))
+
+
+def _report_egg(res: dict) -> int:
+    if "interrupted" in res:
+        print(f"interrupted: {res['interrupted']}; training state saved to {res['train_state']}")
+        print(f"continue with: pyrobnn run egg --resume {res['run_dir']}")
+        return 130 if "SIGINT" in res["interrupted"] else 143
     det, bay, tm = res["deterministic"], res["bayesian"], res["predictive_timing"]
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")

@@ -8,9 +8,10 @@ Run from the CLI (``pyrobnn run egg --help``) or from a notebook::
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pyro
@@ -95,19 +96,36 @@ def _time_pyro_predictive(bnn, guide, x, n) -> float:
     return time.perf_counter() - t0
 
 
-def run(cfg: EggConfig) -> dict:
+def config_of(run_dir) -> EggConfig:
+    """The EggConfig a run directory was made with (its config.json)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"not a run directory (no config.json): {run_dir}")
+    saved = json.loads(path.read_text())
+    kw = {f.name: saved[f.name] for f in fields(EggConfig) if f.name in saved}
+    kw["hidden"] = tuple(kw.get("hidden", EggConfig.hidden))
+    kw["queries"] = tuple(tuple(q) for q in kw.get("queries", QUERY_EGGS))
+    return EggConfig(**kw)
+
+
+def run(cfg: EggConfig, resume_dir=None) -> dict:
     """Train both models, score them on the hold-out, draw the figures; returns the metrics dict
-    (with ``run_dir``) and writes config.json, metrics.json, history.json, *.png and posterior.pt."""
+    (with ``run_dir``) and writes config.json, metrics.json, history.json, *.png and posterior.pt.
+
+    The Bayesian training state is kept in ``train_state.pt``: a SIGINT/SIGTERM saves it and
+    returns ``{"interrupted": ...}``; ``resume_dir`` continues that run where it stopped.
+    """
     cfg.validate()
     device = resolve_device(cfg.device)
     df, source, simulated = load_data(cfg)
     train_df, test_df = split_last(df, cfg.holdout)
     x_tr, y_tr = _tensors(train_df, device)
     x_te, y_te = _tensors(test_df, device)
-    run_dir = new_run_dir(cfg.out, "egg")
+    run_dir = Path(resume_dir) if resume_dir else new_run_dir(cfg.out, "egg")
     tag = " [SIMULATED]" if simulated else ""
-    write_json(run_dir / "config.json", {**asdict(cfg), "source": source, "simulated": simulated,
-                                         "environment": environment()})
+    if not resume_dir:
+        write_json(run_dir / "config.json", {**asdict(cfg), "source": source, "simulated": simulated,
+                                             "environment": environment()})
 
     # deterministic baseline
     torch.manual_seed(cfg.seed)
@@ -127,8 +145,12 @@ def run(cfg: EggConfig) -> dict:
     t0 = time.perf_counter()
     history = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                           loss=cfg.loss, num_particles=cfg.num_particles, val_data=(x_te, y_te),
-                          val_every=max(1, cfg.epochs // 10), seed=cfg.seed, device=device, progress=cfg.progress)
+                          val_every=max(1, cfg.epochs // 10), seed=cfg.seed, device=device, progress=cfg.progress,
+                          checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None)
     train_seconds = time.perf_counter() - t0
+    if history.interrupted:
+        return {"interrupted": history.events[-1], "run_dir": str(run_dir),
+                "train_state": str(run_dir / "train_state.pt")}
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     bayes = classification_report(pp.mean_probs(), y_te)
     bayes["mean_predictive_entropy"] = float(pp.predictive_entropy().mean())

@@ -131,3 +131,37 @@ def read_csv(path, columns: list[str], index_col=None) -> pd.DataFrame:
             raise ValueError(f"{path.name}: column {c!r} has an empty cell at data row {i}")
         df[c] = num
     return df
+
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path) -> torch.Tensor:
+    """Read an IDX file (MNIST / Fashion-MNIST format), gzipped or not, into a tensor."""
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path.name}: corrupt or truncated gzip data ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path.name}: not an IDX file (wrong magic number {raw[:4].hex() or 'empty'}; "
+                         f"expected 0000 08..0e then the number of dimensions)")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path.name}: truncated IDX header ({len(raw)} bytes, need {header})")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    need = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != need:
+        what = "truncated" if len(raw) < need else "has trailing bytes"
+        raise ValueError(f"{path.name}: {what}: dimensions {dims} need {need} bytes, the file has {len(raw)}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return torch.from_numpy(data.astype(dtype.newbyteorder("=")))

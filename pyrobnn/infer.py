@@ -134,7 +134,7 @@ class _Batches:
 def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
     """Every tensor the optimiser must update, by name; runs the ELBO once (RNG untouched) so
     that lazily created parameters exist."""
-    with rng.preserved(), poutine.trace(param_only=True) as tr:
+    with rng.preserved(), poutine.trace(param_only=True) as tr, pyro.validation_enabled(False):
         elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=size)
     named = [(f"param {n}", site["value"].unconstrained()) for n, site in tr.trace.nodes.items()]
     if isinstance(guide, nn.Module):

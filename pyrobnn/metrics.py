@@ -48,3 +48,14 @@ def classification_report(probs, y, n_bins: int = 15) -> dict[str, float]:
     """accuracy, nll, brier and ece in one dict."""
     return {"accuracy": accuracy(probs, y), "nll": nll(probs, y), "brier": brier(probs, y),
             "ece": ece(probs, y, n_bins)}
+
+
+def coverage(lower, upper, y) -> float:
+    """Share of targets inside their interval [lower, upper] (0 to 1)."""
+    lower, upper, y = (torch.as_tensor(t, dtype=torch.float32) for t in (lower, upper, y))
+    if not (lower.shape == upper.shape == y.shape):
+        raise ValueError(f"lower, upper and y must have one shape; got {tuple(lower.shape)}, "
+                         f"{tuple(upper.shape)}, {tuple(y.shape)}")
+    if y.numel() == 0:
+        raise ValueError("coverage of an empty set of targets is undefined")
+    return float(((y >= lower) & (y <= upper)).float().mean())

@@ -8,7 +8,8 @@ from torch import nn
 import pyrobnn
 from experiments.egg_data import load_egg_csv
 from pyrobnn import MeanFieldNormal, predict, priors
-from pyrobnn.data import check_features, check_labels, read_csv
+from models.egg import Standardize
+from pyrobnn.data import check_features, check_labels, read_csv, read_idx
 
 
 def bnn():
@@ -112,3 +113,54 @@ def test_bad_egg_csv(tmp_path, name, content, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="data file not found: .*nope.csv"):
         read_csv(tmp_path / "nope.csv", ["a"])
+
+
+def _idx(tmp_path, raw: bytes, gz=False):
+    import gzip
+
+    p = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    p.write_bytes(gzip.compress(raw) if gz else raw)
+    return p
+
+
+IDX_OK = bytes([0, 0, 8, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(6))
+IDX_CASES = [
+    ("wrong magic", b"\x00\x00\x07\x02" + IDX_OK[4:], False, "not an IDX file (wrong magic number 00000702"),
+    ("png header", b"\x89PNG\r\n\x1a\n", False, "not an IDX file"),
+    ("truncated data", IDX_OK[:-2], False, "truncated: dimensions [2, 3] need 18 bytes, the file has 16"),
+    ("truncated header", IDX_OK[:6], True, "truncated IDX header"),
+    ("trailing bytes", IDX_OK + b"\x00", True, "has trailing bytes"),
+]
+
+
+@pytest.mark.parametrize("name,raw,gz,message", IDX_CASES, ids=[c[0] for c in IDX_CASES])
+def test_bad_idx_file(tmp_path, name, raw, gz, message):
+    with pytest.raises(ValueError) as e:
+        read_idx(_idx(tmp_path, raw, gz))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_idx_reader_round_trip(tmp_path):
+    for gz in (False, True):
+        t = read_idx(_idx(tmp_path, IDX_OK, gz))
+        assert t.dtype == torch.uint8 and t.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_zero_variance_column_in_standardisation():
+    with pytest.raises(ValueError, match="feature column 1 has zero variance"):
+        Standardize(2).fit(torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]]))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "epochs must be >= 1; got 0"),
+    (["--num-samples", "-1"], "num_samples must be >= 1; got -1"),
+    (["--batch-size", "0"], "batch_size must be >= 1; got 0"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu9"], "device"),
+    (["--resume", "/nonexistent/run"], "not a run directory (no config.json): /nonexistent/run"),
+])
+def test_cli_bad_options_exit_2_with_one_line(tmp_path, capsys, args, message):
+    from experiments.cli import main
+
+    assert main(["run", "egg", "--out", str(tmp_path), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pyrobnn: error:") and message in err and "\n" not in err
