@@ -26,16 +26,15 @@ def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
 def _init_locs(bnn: BayesianNet, init) -> dict[str, torch.Tensor]:
     """Initial means: "net" = the net's current weights (its own init, or trained deterministic
     weights), "prior" = one draw from the prior, or a dict of tensors by site name."""
-    params = dict(bnn.net.named_parameters())
     if isinstance(init, dict):
         missing = [k for k in bnn.site_names if k not in init]
         if missing:
             raise ValueError(f"init: no initial value for site(s) {missing}")
         return {k: torch.as_tensor(init[k], dtype=torch.float32).detach().clone() for k in bnn.site_names}
     if init == "net":
-        return {k: params[k].detach().clone() for k in bnn.site_names}
+        return {k: v.clone() for k, v in bnn.initial_values().items()}
     if init == "prior":
-        return {k: bnn.priors[k].distribution(bnn.shapes[k], params[k].device).sample() for k in bnn.site_names}
+        return {k: bnn.priors[k].distribution(bnn.shapes[k], bnn.device).sample() for k in bnn.site_names}
     raise ValueError(f"init must be 'net', 'prior' or a dict of tensors; got {init!r}")
 
 

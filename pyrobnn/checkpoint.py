@@ -31,6 +31,12 @@ def _param_store_state(guide, bnn, x_example) -> dict[str, torch.Tensor]:
     return {name: site["value"].unconstrained().detach().cpu() for name, site in tr.trace.nodes.items()}
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _finite_or_refuse(tensors: dict, what: str):
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -41,6 +47,7 @@ def model_state(bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
     """Tensors of the lifted net and the guide (module state and param-store entries), plus JSON."""
     state = {
         "structure": json.dumps(bnn.describe()),
+        "versions": json.dumps({"pyrobnn": _version(), "torch": torch.__version__, "pyro": pyro.__version__}),
         "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
         "guide": {k: v.detach().cpu() for k, v in guide.state_dict().items()} if isinstance(guide, nn.Module) else {},
         "param_store": _param_store_state(guide, bnn, x_example[:1]),
@@ -88,7 +95,7 @@ def read_checkpoint(path, fmt: str = FORMAT) -> dict:
         raise ValueError(f"{path.name}: not a readable checkpoint ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ValueError(f"{path.name}: not a {fmt} checkpoint")
-    for key in ("structure", "meta", "history"):
+    for key in ("structure", "meta", "history", "versions"):
         if key in payload:
             payload[key] = json.loads(payload[key])
     return payload

@@ -205,13 +205,15 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         clip_norm: float = 10.0, val_data=None, val_every: int = 1, val_samples: int = 100,
         seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
         checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
-        retry_lr_factor: float = 0.5) -> History:
+        retry_lr_factor: float = 0.5, lr_decay: float = 1.0) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
     (Trace_ELBO), or an ELBO instance. ``num_particles`` > 1 draws that many weight samples per
-    step, vectorised by default. ``val_data`` = (X, y) is scored every ``val_every`` epochs.
+    step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) is scored every
+    ``val_every`` epochs. ``optimizer="clipped_adam"`` clips gradients to ``clip_norm`` and multiplies
+    the learning rate by ``lr_decay`` after every step.
     checkpoint / checkpoint_every / resume: see the module docstring. Returns a :class:`History`
     (``history.interrupted`` is True if a signal stopped training; the state is then saved).
     """
@@ -224,6 +226,10 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+    if lr_decay != 1.0 and optimizer != "clipped_adam":
+        raise ValueError("lr_decay needs optimizer='clipped_adam'")
+    if not 0 < lr_decay <= 1:
+        raise ValueError(f"lr_decay must lie in (0, 1]; got {lr_decay!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path of the training state>")
     dev = resolve_device(device)
@@ -242,7 +248,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         _, x1, y1 = next(batches.iterate(None))
     params = _trainable(bnn, guide, elbo, x1, y1, batches.size)
     opt_cls = torch.optim.Adam if optimizer == "adam" else ClippedAdam
-    opt = opt_cls(list(params.values()), lr=lr, **({} if optimizer == "adam" else {"clip_norm": clip_norm}))
+    extra = {} if optimizer == "adam" else {"clip_norm": clip_norm, "lrd": lr_decay}
+    opt = opt_cls(list(params.values()), lr=lr, **extra)
     history, epoch0, step0, order, totals = History(), 1, 0, None, (0.0, 0)
     if resume and Path(checkpoint).is_file():
         st = read_checkpoint(checkpoint, STATE_FORMAT)

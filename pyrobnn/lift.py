@@ -59,6 +59,9 @@ class BayesianNet(nn.Module):
             raise ValueError("lift: every parameter was kept deterministic; nothing to make Bayesian")
         params = dict(net.named_parameters())
         self.shapes = {k: params[k].shape for k in self.priors}
+        self.net_sites = list(self.priors)
+        for name, (shape, p) in self.likelihood.latents().items():  # e.g. an inferred noise scale
+            self.priors[name], self.shapes[name] = p, torch.Size(shape)
         self.n_features = n_features if n_features is not None else _infer_in_features(net)
 
     # --- structure -----------------------------------------------------------------------------
@@ -70,6 +73,12 @@ class BayesianNet(nn.Module):
         """Trainable tensors that are not sampled: deterministic net parameters, likelihood noise."""
         ps = [p for n, p in self.net.named_parameters() if n not in self.priors and p.requires_grad]
         return ps + [p for p in self.likelihood.parameters() if p.requires_grad]
+
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """Current values of every site: the net's weights, the likelihood's starting latents."""
+        params = dict(self.net.named_parameters())
+        init = {k: params[k].detach() for k in self.net_sites}
+        return {**init, **{k: v.to(self.device) for k, v in self.likelihood.initial_latents().items()}}
 
     def describe(self) -> dict:
         """JSON-able structure: sites, shapes, priors, likelihood (for run directories and checkpoints)."""
@@ -102,6 +111,7 @@ class BayesianNet(nn.Module):
         weights[name] has shape ``[*lead, *param_shape]`` with the same ``lead`` for all (or
         broadcastable); the output is ``[*lead, *net(x).shape]``.
         """
+        weights = {k: weights[k] for k in self.net_sites if k in weights}
         leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:
@@ -112,15 +122,16 @@ class BayesianNet(nn.Module):
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
         """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size."""
-        weights = self.sample_weights()
-        out = self.forward(x, weights)
-        k = next(iter(weights))
-        lead = weights[k].dim() - len(self.shapes[k])
+        latents = self.sample_weights()
+        out = self.forward(x, latents)
+        k = self.net_sites[0]
+        lead = latents[k].dim() - len(self.shapes[k])
         if lead and out.shape[lead - 1] == 1:
             # Under an outer plate (vectorised particles or draws) the weights' batch shape is
             # (..., P, 1): the trailing 1 is the data plate's slot, which the rows fill.
             out = out.squeeze(lead - 1)
-        return self.likelihood(out, y, data_size)
+            latents = {n: v.squeeze(lead - 1) for n, v in latents.items() if n not in self.net_sites}
+        return self.likelihood(out, y, data_size, latents)
 
     # --- input checks ----------------------------------------------------------------------------
     def check_inputs(self, x, y=None, name: str = "X"):

@@ -5,6 +5,8 @@ N / B, so one minibatch step is an unbiased estimate of the full-data ELBO.
 """
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -15,23 +17,36 @@ from .data import check_labels, check_targets
 
 
 class Likelihood(nn.Module):
-    """Base class. ``forward(out, y, data_size)`` samples or observes site ``"obs"``."""
+    """Base class. ``forward(out, y, data_size, latents)`` samples or observes site ``"obs"``.
+
+    A likelihood may own latent sites of its own (e.g. a noise scale with a prior): ``latents()``
+    names them with their shape and prior, and lift turns them into sample sites like weights.
+    """
 
     kind = "generic"
 
-    def distribution(self, out: torch.Tensor) -> dist.TorchDistribution:
+    def latents(self) -> dict:
+        """{site name: (shape, prior)} of the likelihood's own latent variables."""
+        return {}
+
+    def initial_latents(self) -> dict[str, torch.Tensor]:
+        """Starting values of the latent sites (used to initialise guides)."""
+        return {}
+
+    def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
         raise NotImplementedError
 
     def check(self, y: torch.Tensor, n_rows: int) -> torch.Tensor:
         return y
 
-    def forward(self, out: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
+    def forward(self, out: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None,
+                latents: dict | None = None):
         n = out.shape[-2]
         if y is not None and y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} rows but the inputs have {n}")
         size = n if data_size is None else int(data_size)
         with pyro.plate("data", size=size, subsample=torch.arange(n, device=out.device)):
-            return pyro.sample("obs", self.distribution(out), obs=y)
+            return pyro.sample("obs", self.distribution(out, latents), obs=y)
 
     def config(self) -> dict:
         return {"name": type(self).__name__}
@@ -48,7 +63,7 @@ class Categorical(Likelihood):
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         self.num_classes = None if num_classes is None else int(num_classes)
 
-    def distribution(self, out):
+    def distribution(self, out, latents=None):
         if self.num_classes is not None and out.shape[-1] != self.num_classes:
             raise ValueError(f"the net outputs {out.shape[-1]} logits but the likelihood has "
                              f"{self.num_classes} classes")
@@ -61,38 +76,80 @@ class Categorical(Likelihood):
         return {"name": "Categorical", "num_classes": self.num_classes}
 
 
+NOISE_SITE = "obs_log_scale"
+
+
 class Normal(Likelihood):
-    """Real targets: y ~ Normal(net(x), scale). ``scale=None`` learns the noise (a point estimate)."""
+    """Real targets, y ~ Normal(loc, scale), the net's output ``[..., 1]`` giving loc.
+
+    scale: a fixed noise std (float); or ``None`` to learn it, as a point estimate, or, with
+    ``log_scale_prior`` (a prior on log sigma, e.g. ``priors.Normal(math.log(0.5), 1.0)``, i.e. a
+    log-normal prior on sigma), as a latent site ``"obs_log_scale"`` that the guide infers.
+    heteroscedastic: the net outputs ``[..., 2]``: loc and a raw scale, sigma = softplus(raw) + 1e-3.
+    """
 
     kind = "regression"
+    MIN_SCALE = 1e-3
 
-    def __init__(self, scale: float | None = 1.0, init_scale: float = 1.0):
+    def __init__(self, scale: float | None = 1.0, log_scale_prior=None, heteroscedastic: bool = False,
+                 init_scale: float = 1.0):
         super().__init__()
-        if scale is not None and not scale > 0:
-            raise ValueError(f"likelihood scale must be > 0; got {scale!r}")
+        from .priors import make_prior
+
+        if heteroscedastic and (scale is not None or log_scale_prior is not None):
+            raise ValueError("a heteroscedastic likelihood takes its scale from the net: pass scale=None "
+                             "and no log_scale_prior")
+        if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"likelihood scale must be > 0 or None (learned); got {scale!r}")
+        if log_scale_prior is not None and scale is not None:
+            raise ValueError("log_scale_prior needs scale=None (the noise is then inferred)")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0; got {init_scale!r}")
         self.fixed_scale = None if scale is None else float(scale)
-        if scale is None:
-            # softplus(raw) = init_scale
-            raw = torch.log(torch.expm1(torch.tensor(float(init_scale))))
-            self.raw_scale = nn.Parameter(raw)
+        self.heteroscedastic = bool(heteroscedastic)
+        self.log_scale_prior = make_prior(log_scale_prior)
+        self.init_scale = float(init_scale)
+        if scale is None and log_scale_prior is None and not heteroscedastic:
+            self.raw_scale = nn.Parameter(torch.log(torch.expm1(torch.tensor(float(init_scale)))))
 
-    @property
-    def scale(self) -> torch.Tensor:
+    def latents(self):
+        return {} if self.log_scale_prior is None else {NOISE_SITE: (torch.Size(), self.log_scale_prior)}
+
+    def initial_latents(self):
+        return {} if self.log_scale_prior is None else {NOISE_SITE: torch.tensor(math.log(self.init_scale))}
+
+    def loc(self, out: torch.Tensor) -> torch.Tensor:
+        return out[..., 0]
+
+    def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
+        """Noise std, broadcastable against ``loc(out)``."""
+        if self.heteroscedastic:
+            return softplus(out[..., 1]) + self.MIN_SCALE
         if self.fixed_scale is not None:
-            return torch.tensor(self.fixed_scale)
-        return softplus(self.raw_scale)
+            return torch.tensor(self.fixed_scale, device=out.device, dtype=out.dtype)
+        if self.log_scale_prior is None:
+            return softplus(self.raw_scale)
+        log_s = latents[NOISE_SITE]
+        # per-draw noise [S] (or the plate-broadcast [S, 1]) against loc [S, N]
+        return log_s.reshape(*log_s.shape, *([1] * (out.dim() - 1 - log_s.dim()))).exp()
 
-    def distribution(self, out):
-        loc = out.squeeze(-1) if out.shape[-1] == 1 else out
-        scale = self.scale.to(out.device) if self.fixed_scale is not None else self.scale
-        d = dist.Normal(loc, scale)
-        return d if out.shape[-1] == 1 else d.to_event(1)
+    def distribution(self, out, latents=None):
+        want = 2 if self.heteroscedastic else 1
+        if out.shape[-1] != want:
+            raise ValueError(f"the net must output {want} value(s) per row for this likelihood; got {out.shape[-1]}")
+        return dist.Normal(self.loc(out), self.scale(out, latents))
 
     def check(self, y, n_rows):
-        return check_targets(y, n_rows)
+        y = check_targets(y, n_rows)
+        if y.dim() == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.dim() != 1:
+            raise ValueError(f"targets must be 1-D [rows] (or [rows, 1]); got shape {tuple(y.shape)}")
+        return y
 
     def config(self):
-        return {"name": "Normal", "scale": self.fixed_scale}
+        return {"name": "Normal", "scale": self.fixed_scale, "heteroscedastic": self.heteroscedastic,
+                "log_scale_prior": None if self.log_scale_prior is None else self.log_scale_prior.config()}
 
 
 LIKELIHOODS = {"categorical": Categorical, "normal": Normal}

@@ -59,3 +59,30 @@ def coverage(lower, upper, y) -> float:
     if y.numel() == 0:
         raise ValueError("coverage of an empty set of targets is undefined")
     return float(((y >= lower) & (y <= upper)).float().mean())
+
+
+def rmse(pred, y) -> float:
+    pred, y = torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    return float(((pred - y.to(pred.device)) ** 2).mean().sqrt())
+
+
+def calibration_curve(pp, y, levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> list[dict]:
+    """Regression calibration: for each central-interval level, the observed share of targets inside."""
+    y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
+    out = []
+    for level in levels:
+        lo, hi = pp.interval(level)
+        out.append({"level": float(level), "observed": coverage(lo, hi, y)})
+    return out
+
+
+def regression_report(pp, y, levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
+    """RMSE of the predictive mean, mean log predictive density (log-mean-exp over draws), coverage of
+    central intervals at ``levels``, and mean interval width at 95%."""
+    y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
+    rep = {"rmse": rmse(pp.mean(), y), "log_likelihood": float(pp.log_likelihood(y).mean())}
+    for c in calibration_curve(pp, y, levels):
+        rep[f"coverage_{round(c['level'] * 100)}"] = c["observed"]
+    lo, hi = pp.interval(0.95)
+    rep["width_95"] = float((hi - lo).mean())
+    return rep

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
@@ -68,12 +69,15 @@ def predict(bnn: BayesianNet, guide, x, num_samples: int = 1000, chunk_size: int
     if isinstance(guide, nn.Module):
         guide.to(bnn.device)
     chunk = chunk_size or auto_chunk(bnn, x)
-    outs = []
+    outs, latents = [], []
     for start in range(0, num_samples, chunk):
         n = min(chunk, num_samples - start)
-        outs.append(bnn.forward(x, _weight_draws(bnn, guide, x, n)))
-    outputs = torch.cat(outs) if len(outs) > 1 else outs[0]
-    return PosteriorPredictive(outputs, bnn.likelihood)
+        draws = _weight_draws(bnn, guide, x, n)
+        outs.append(bnn.forward(x, draws))
+        latents.append({k: v for k, v in draws.items() if k not in bnn.net_sites})
+    outputs = torch.cat(outs)
+    latent = {k: torch.cat([d[k] for d in latents]) for k in latents[0]}
+    return PosteriorPredictive(outputs, bnn.likelihood, latent)
 
 
 class PosteriorPredictive:
@@ -81,13 +85,17 @@ class PosteriorPredictive:
 
     Classification (logits): ``draws`` are labels sampled from the posterior predictive, one per
     weight draw and input; ``class_frequencies()`` counts them; ``mean_probs()`` averages the
-    per-draw softmax; entropies split total uncertainty into aleatoric (expected entropy) and
-    epistemic (mutual information) parts.
+    per-draw softmax; total uncertainty (predictive entropy) = aleatoric (expected entropy) +
+    epistemic (mutual information).
+    Regression (Normal likelihood): predictive variance = epistemic (variance of the mean across
+    weight draws) + aleatoric (mean noise variance); intervals come from the predictive draws.
+    ``latents`` holds per-draw values of the likelihood's own latent sites (e.g. the noise).
     """
 
-    def __init__(self, outputs: torch.Tensor, likelihood):
+    def __init__(self, outputs: torch.Tensor, likelihood, latents: dict | None = None):
         self.outputs = outputs
         self.likelihood = likelihood
+        self.latents = latents or {}
         self.kind = likelihood.kind
         self._draws = None
 
@@ -95,28 +103,32 @@ class PosteriorPredictive:
     def num_samples(self) -> int:
         return self.outputs.shape[0]
 
+    def distribution(self):
+        """The per-draw predictive distribution, batch shape ``[S, N]``."""
+        return self.likelihood.distribution(self.outputs, self.latents)
+
     @property
     def draws(self) -> torch.Tensor:
         """Posterior predictive samples of y, ``[S, N]`` (sampled once, then fixed)."""
         if self._draws is None:
-            self._draws = self.likelihood.distribution(self.outputs).sample()
+            self._draws = self.distribution().sample()
         return self._draws
 
     # --- classification ------------------------------------------------------------------------
-    def _need_classes(self):
-        if self.kind != "classification":
-            raise ValueError(f"this summary is for classification; the likelihood is {self.kind}")
+    def _need(self, kind):
+        if self.kind != kind:
+            raise ValueError(f"this summary is for {kind}; the likelihood is {self.kind}")
 
     @property
     def probs(self) -> torch.Tensor:
         """Per-draw class probabilities ``[S, N, C]``."""
-        self._need_classes()
+        self._need("classification")
         return torch.softmax(self.outputs, dim=-1)
 
     def class_frequencies(self, votes: bool = False) -> torch.Tensor:
         """``[N, C]``: share of draws predicting each class (rows sum to 1). ``votes=True`` counts each
         sampled net's argmax instead of a sampled label."""
-        self._need_classes()
+        self._need("classification")
         labels = self.outputs.argmax(-1) if votes else self.draws
         c = self.outputs.shape[-1]
         counts = torch.zeros(labels.shape[1], c, device=labels.device)
@@ -145,23 +157,71 @@ class PosteriorPredictive:
         return (self.predictive_entropy() - self.expected_entropy()).clamp_min(0.0)
 
     # --- regression ----------------------------------------------------------------------------
-    def _loc(self) -> torch.Tensor:
-        return self.outputs.squeeze(-1) if self.outputs.shape[-1] == 1 else self.outputs
+    def locs(self) -> torch.Tensor:
+        """Per-draw predictive means ``[S, N]``."""
+        self._need("regression")
+        return self.likelihood.loc(self.outputs)
+
+    def noise_scales(self) -> torch.Tensor:
+        """Per-draw noise std, broadcastable to ``[S, N]``."""
+        self._need("regression")
+        return self.likelihood.scale(self.outputs, self.latents).expand_as(self.locs())
 
     def mean(self) -> torch.Tensor:
-        """Predictive mean per input (regression)."""
-        return self._loc().mean(0)
+        """Predictive mean per input."""
+        return self.locs().mean(0)
+
+    def epistemic_variance(self) -> torch.Tensor:
+        """Variance of the mean across weight draws, per input."""
+        return self.locs().var(0, unbiased=False)
+
+    def aleatoric_variance(self) -> torch.Tensor:
+        """Mean noise variance across weight draws, per input."""
+        return (self.noise_scales() ** 2).mean(0)
 
     def std(self) -> torch.Tensor:
-        """Predictive std per input: epistemic (across draws) plus the likelihood noise."""
-        noise = self.likelihood.scale.to(self.outputs.device) ** 2
-        return (self._loc().var(0, unbiased=False) + noise).sqrt()
+        """Predictive std per input: sqrt(epistemic + aleatoric variance)."""
+        return (self.epistemic_variance() + self.aleatoric_variance()).sqrt()
+
+    def quantiles(self, qs) -> torch.Tensor:
+        """Quantiles ``[len(qs), N]`` of the posterior predictive draws."""
+        q = torch.as_tensor(qs, dtype=torch.float32, device=self.outputs.device).reshape(-1)
+        if ((q < 0) | (q > 1)).any():
+            raise ValueError(f"quantiles must lie in [0, 1]; got {q.tolist()}")
+        return torch.quantile(self.draws.float(), q, dim=0)
 
     def interval(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-        """Central credible interval of the posterior predictive draws at ``level``."""
+        """Central credible interval of the posterior predictive at ``level``."""
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1); got {level!r}")
-        d = self.draws.float()
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], device=d.device)
-        lo, hi = torch.quantile(d, q, dim=0)
+        lo, hi = self.quantiles([(1 - level) / 2, (1 + level) / 2])
         return lo, hi
+
+    def log_likelihood(self, y: torch.Tensor) -> torch.Tensor:
+        """log p(y | x, data) per input: log of the mean over draws of the per-draw density."""
+        y = torch.as_tensor(y, dtype=self.outputs.dtype, device=self.outputs.device)
+        lp = self.distribution().log_prob(y if self.kind == "regression" else y.long())
+        return torch.logsumexp(lp, 0) - math.log(lp.shape[0])
+
+    def rescaled(self, mean: float, std: float) -> PosteriorPredictive:
+        """The same predictive in original target units, for a model trained on (y - mean) / std."""
+        self._need("regression")
+        return PosteriorPredictive(self.outputs, _Rescaled(self.likelihood, mean, std), self.latents)
+
+
+class _Rescaled:
+    """A Normal likelihood seen in original units: loc * std + mean, noise * std."""
+
+    kind = "regression"
+
+    def __init__(self, inner, mean: float, std: float):
+        self.inner, self.shift, self.factor = inner, float(mean), float(std)
+
+    def loc(self, out):
+        return self.inner.loc(out) * self.factor + self.shift
+
+    def scale(self, out, latents=None):
+        return self.inner.scale(out, latents) * self.factor
+
+    def distribution(self, out, latents=None):
+        return dist.Normal(self.loc(out), self.scale(out, latents))

@@ -37,7 +37,11 @@ def test_round_trip_restores_the_same_posterior(tmp_path, kind):
     after = pyrobnn.predict(bnn2, guide2, X, num_samples=200, seed=7).outputs
     assert meta == {"epochs": 5}
     torch.testing.assert_close(after, before)
-    assert read_checkpoint(tmp_path / "p.pt")["structure"]["sites"]["1.weight"]["shape"] == [32, 2]
+    ck = read_checkpoint(tmp_path / "p.pt")
+    assert ck["structure"]["sites"]["1.weight"]["shape"] == [32, 2]
+    assert ck["structure"]["sites"]["1.weight"]["prior"] == {"name": "Normal", "loc": 0.0, "scale": 1.0}
+    assert ck["structure"]["likelihood"] == {"name": "Categorical", "num_classes": 3}
+    assert ck["versions"]["torch"] == torch.__version__ and ck["versions"]["pyro"] == pyro.__version__
 
 
 def test_a_different_net_shape_is_refused_naming_the_parameter(tmp_path):
