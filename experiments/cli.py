@@ -2,22 +2,37 @@
 
     pyrobnn list
     pyrobnn run egg [--data egg_times.csv] [--epochs 600] [--guide meanfield] [--seed 0] ...
+    pyrobnn run boston --data BostonHousing.csv
+    pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-EXPERIMENTS = {"egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms"}
+EXPERIMENTS = {
+    "egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms",
+    "boston": "seed 004: Bayesian regression on Boston housing with credible intervals",
+    "uci": "UCI regression benchmark (20 standard splits) beside published VI / PBP / MC dropout",
+}
 
 EPILOG = """examples:
   pyrobnn run egg                                   # embedded simulated eggs
   pyrobnn run egg --data ../shared/data/egg_times/egg_times.csv --guide handwritten
   pyrobnn run egg --epochs 50 --num-samples 1000 --pyro-baseline-samples 0 --out /tmp/runs
   pyrobnn run egg --resume runs/egg/20261122-101500   # after Ctrl-C / SIGTERM
+  pyrobnn run boston --data ../shared/data/boston_housing/BostonHousing.csv
+  pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
 
 exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
+
+
+def _common(p, out_default="runs"):
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--out", default=out_default, help="output root (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _egg_parser(sub):
@@ -38,13 +53,9 @@ def _egg_parser(sub):
     p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
     p.add_argument("--pyro-baseline-samples", type=int, default=d.pyro_baseline_samples,
                    help="draws for the Pyro Predictive timing, 0 to skip (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    p.add_argument("--device", default=d.device, help="cpu or cuda (default %(default)s)")
-    p.add_argument("--out", default=d.out, help="output root; runs go to OUT/egg/<stamp> (default %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue an interrupted run in RUN_DIR with its saved config (other options ignored)")
-    return p
+    _common(p)
 
 
 def _run_egg(args) -> int:
@@ -54,15 +65,12 @@ def _run_egg(args) -> int:
         cfg = config_of(args.resume)
         cfg.progress = not args.no_progress
         res = run(cfg, resume_dir=args.resume)
-        return _report_egg(res)
-    cfg = EggConfig(data=args.data, epochs=args.epochs, det_epochs=args.det_epochs, guide=args.guide,
-                    loss=args.loss, lr=args.lr, batch_size=args.batch_size, num_particles=args.num_particles,
-                    num_samples=args.num_samples, pyro_baseline_samples=args.pyro_baseline_samples,
-                    seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress)
-    return _report_egg(run(cfg))
-
-
-def _report_egg(res: dict) -> int:
+    else:
+        cfg = EggConfig(data=args.data, epochs=args.epochs, det_epochs=args.det_epochs, guide=args.guide,
+                        loss=args.loss, lr=args.lr, batch_size=args.batch_size, num_particles=args.num_particles,
+                        num_samples=args.num_samples, pyro_baseline_samples=args.pyro_baseline_samples,
+                        seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress)
+        res = run(cfg)
     if "interrupted" in res:
         print(f"interrupted: {res['interrupted']}; training state saved to {res['train_state']}")
         print(f"continue with: pyrobnn run egg --resume {res['run_dir']}")
@@ -85,6 +93,73 @@ def _report_egg(res: dict) -> int:
     return 0
 
 
+def _regression_options(p, steps_default):
+    p.add_argument("--steps", type=int, default=steps_default, help="optimiser steps (default %(default)s)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=50, help="hidden units, one layer (default %(default)s)")
+    p.add_argument("--heteroscedastic", action="store_true", help="the net predicts the noise too")
+    p.add_argument("--num-samples", type=int, default=1000, help="posterior draws (default %(default)s)")
+
+
+def _regression_config(args):
+    from experiments.regression import RegressionConfig
+
+    for name in ("steps", "num_samples", "hidden"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name} must be >= 1; got {getattr(args, name)}")
+    return RegressionConfig(hidden=(args.hidden,), steps=args.steps, lr=args.lr, heteroscedastic=args.heteroscedastic,
+                            num_samples=args.num_samples, seed=args.seed, device=args.device)
+
+
+def _boston_parser(sub):
+    p = sub.add_parser("boston", help=EXPERIMENTS["boston"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="BostonHousing.csv (default: $PYROBNN_BOSTON_CSV)")
+    p.add_argument("--level", type=float, default=0.95, help="credible interval level (default %(default)s)")
+    p.add_argument("--drop-b", action="store_true", help="leave out column b (see the README's ethics note)")
+    _regression_options(p, 4000)
+    _common(p)
+
+
+def _run_boston(args) -> int:
+    from experiments.boston import BostonConfig, run
+
+    res = run(BostonConfig(data=args.data, level=args.level, drop_b=args.drop_b, model=_regression_config(args),
+                           out=args.out))
+    print(f"Boston housing: {res['n_train']} train / {res['n_test']} test")
+    print(f"RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
+          f"{res['inside_interval']:.1%} of test targets inside their {res['level']:.0%} interval "
+          f"(mean width {res['width_95']:.2f})")
+    print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+def _uci_parser(sub):
+    from experiments.uci import FOLDERS
+
+    p = sub.add_parser("uci", help=EXPERIMENTS["uci"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(FOLDERS), required=True, help="UCI data set")
+    p.add_argument("--splits", type=int, default=None, help="use the first K splits (default: all)")
+    p.add_argument("--data-dir", default=None, help="folder with bostonHousing/, ... (default: $PYROBNN_UCI_DIR)")
+    _regression_options(p, 4000)
+    _common(p)
+
+
+def _run_uci(args) -> int:
+    from experiments.uci import UCIConfig, run, table
+
+    res = run(UCIConfig(dataset=args.dataset, splits=args.splits, data_dir=args.data_dir,
+                        model=_regression_config(args), out=args.out), progress=not args.no_progress)
+    print(table([res]), end="")
+    print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser}
+RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyrobnn", description="Bayesian neural networks in Pyro: experiments",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,14 +168,15 @@ def main(argv=None) -> int:
     run_p = sub.add_parser("run", help="run an experiment", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     exp = run_p.add_subparsers(dest="experiment", required=True)
-    _egg_parser(exp)
+    for add in PARSERS.values():
+        add(exp)
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, desc in EXPERIMENTS.items():
             print(f"{name:<8}{desc}")
         return 0
     try:
-        return _run_egg(args)
+        return RUNNERS[args.experiment](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"pyrobnn: error: {e}", file=sys.stderr)
         return 2

@@ -20,11 +20,15 @@ class Standardize(nn.Module):
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
 
-    def fit(self, x: torch.Tensor) -> Standardize:
+    def fit(self, x: torch.Tensor, allow_constant: bool = False) -> Standardize:
+        """Take mean and std from ``x``. A zero-variance column is an error, unless
+        ``allow_constant`` (then it is only centred: it carries no information either way)."""
         std = x.std(0)
         if (std == 0).any():
-            col = int((std == 0).nonzero()[0, 0])
-            raise ValueError(f"cannot standardise: feature column {col} has zero variance")
+            if not allow_constant:
+                col = int((std == 0).nonzero()[0, 0])
+                raise ValueError(f"cannot standardise: feature column {col} has zero variance")
+            std = torch.where(std == 0, torch.ones_like(std), std)
         self.mean.copy_(x.mean(0))
         self.std.copy_(std)
         return self

@@ -89,3 +89,40 @@ def class_frequency_histogram(frequencies, class_names: Sequence[str], input_lab
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def intervals_sorted_by_target(y, mean, lower, upper, level: float, ylabel: str = "target", title: str = ""):
+    """Test targets in increasing order with the predictive mean and its credible interval."""
+    y, mean, lower, upper = (_np(a) for a in (y, mean, lower, upper))
+    order = np.argsort(y)
+    i = np.arange(len(y))
+    inside = (y >= lower) & (y <= upper)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    ax.fill_between(i, lower[order], upper[order], color="tab:blue", alpha=0.25, label=f"{level:.0%} interval")
+    ax.plot(i, mean[order], color="tab:blue", lw=1.2, label="predictive mean")
+    ax.scatter(i[inside[order]], y[order][inside[order]], s=10, color="black", label="target (inside)")
+    ax.scatter(i[~inside[order]], y[order][~inside[order]], s=18, color="tab:red", marker="x",
+               label=f"target (outside: {int((~inside).sum())} of {len(y)})")
+    ax.set_xlabel("test examples, sorted by target")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_curve(curve: list[dict], title: str = ""):
+    """Regression calibration: expected vs observed coverage of central intervals."""
+    exp = np.array([c["level"] for c in curve])
+    obs = np.array([c["observed"] for c in curve])
+    fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    ax.plot(exp, obs, marker="o", color="tab:blue", label="model")
+    ax.set_xlabel("interval level (expected coverage)")
+    ax.set_ylabel("observed coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

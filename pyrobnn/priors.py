@@ -107,3 +107,20 @@ def make_prior(spec) -> Prior | None:
             raise ValueError(f"unknown prior {spec.get('name')!r}; choose one of {sorted(PRIORS)}")
         return PRIORS[name](**params)
     raise TypeError(f"prior must be a pyrobnn.priors.Prior, a name, a dict or None; got {type(spec).__name__}")
+
+
+def fan_in_normal(net, gain: float = 1.0) -> dict:
+    """Per-layer overrides for ``lift(priors=...)``: Normal(0, gain / sqrt(fan_in)) on the weights and
+    biases of every Linear/Conv layer, so the prior over functions does not widen with layer width
+    (Neal 1996). ``gain`` of about sqrt(2) suits ReLU nets."""
+    from torch import nn
+
+    _positive("gain", gain)
+    out = {}
+    for name, m in net.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            fan_in = m.weight[0].numel()
+            out[name] = Normal(0.0, gain / math.sqrt(fan_in))
+    if not out:
+        raise ValueError("fan_in_normal: the net has no Linear or Conv layer")
+    return out

@@ -1,0 +1,115 @@
+"""The UCI regression benchmark (Hernandez-Lobato & Adams 2015; Gal & Ghahramani 2016).
+
+Protocol: the standard train/test split files (20 splits, protein 5), one hidden layer of 50 units
+(100 for protein), inputs and target standardised with training statistics; report the mean and
+standard error over splits of test RMSE and test log-likelihood, in the original units.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyrobnn.runs import environment, new_run_dir, write_json
+
+from .regression import RegressionConfig, evaluate, fit_regressor
+
+FOLDERS = {"boston": "bostonHousing", "concrete": "concrete", "energy": "energy", "kin8nm": "kin8nm",
+           "naval": "naval-propulsion-plant", "power": "power-plant", "protein": "protein-tertiary-structure",
+           "wine": "wine-quality-red", "yacht": "yacht"}
+# Published test RMSE / log-likelihood (Gal & Ghahramani 2016, table 1): VI (Graves 2011), PBP, MC dropout
+PUBLISHED = {
+    "boston": {"VI": (4.32, -2.90), "PBP": (3.01, -2.57), "MC dropout": (2.97, -2.46)},
+    "concrete": {"VI": (7.19, -3.39), "PBP": (5.67, -3.16), "MC dropout": (5.23, -3.04)},
+    "energy": {"VI": (2.65, -2.39), "PBP": (1.80, -2.04), "MC dropout": (1.66, -1.99)},
+    "kin8nm": {"VI": (0.10, 0.90), "PBP": (0.10, 0.90), "MC dropout": (0.10, 0.95)},
+    "naval": {"VI": (0.01, 3.73), "PBP": (0.01, 3.73), "MC dropout": (0.01, 3.80)},
+    "power": {"VI": (4.33, -2.89), "PBP": (4.12, -2.84), "MC dropout": (4.02, -2.80)},
+    "wine": {"VI": (0.65, -0.98), "PBP": (0.64, -0.97), "MC dropout": (0.62, -0.93)},
+    "yacht": {"VI": (6.89, -3.43), "PBP": (1.02, -1.63), "MC dropout": (1.11, -1.55)},
+}
+
+
+@dataclass
+class UCIConfig:
+    dataset: str = "yacht"
+    splits: int | None = None        # first K splits; None = all
+    data_dir: str | None = None      # folder holding <name>/data/; None -> $PYROBNN_UCI_DIR
+    model: RegressionConfig = field(default_factory=RegressionConfig)
+    out: str = "runs"
+
+
+def data_folder(cfg: UCIConfig) -> Path:
+    if cfg.dataset not in FOLDERS:
+        raise ValueError(f"unknown UCI data set {cfg.dataset!r}; choose one of {sorted(FOLDERS)}")
+    root = cfg.data_dir or os.environ.get("PYROBNN_UCI_DIR")
+    if not root:
+        raise ValueError("uci needs --data-dir (the folder with bostonHousing/, concrete/, ...) or $PYROBNN_UCI_DIR")
+    folder = Path(root) / FOLDERS[cfg.dataset] / "data"
+    if not (folder / "data.txt").is_file():
+        raise FileNotFoundError(f"no data.txt for {cfg.dataset} in {folder}")
+    return folder
+
+
+def load(folder: Path):
+    data = np.loadtxt(folder / "data.txt")
+    feats = np.loadtxt(folder / "index_features.txt", dtype=int).reshape(-1)
+    target = int(np.loadtxt(folder / "index_target.txt"))
+    x = torch.tensor(data[:, feats], dtype=torch.float32)
+    y = torch.tensor(data[:, target], dtype=torch.float32)
+    n_splits = len(list(folder.glob("index_train_*.txt")))
+    return x, y, n_splits
+
+
+def split(folder: Path, k: int):
+    tr = torch.from_numpy(np.loadtxt(folder / f"index_train_{k}.txt", dtype=int).reshape(-1))
+    te = torch.from_numpy(np.loadtxt(folder / f"index_test_{k}.txt", dtype=int).reshape(-1))
+    return tr, te
+
+
+def _mean_se(values) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+
+
+def run(cfg: UCIConfig, progress: bool = False) -> dict:
+    folder = data_folder(cfg)
+    x, y, n_splits = load(folder)
+    k_max = n_splits if cfg.splits is None else int(cfg.splits)
+    if not 1 <= k_max <= n_splits:
+        raise ValueError(f"splits must be between 1 and {n_splits} for {cfg.dataset}; got {cfg.splits}")
+    model = cfg.model if cfg.dataset != "protein" or cfg.model.hidden != (50,) else replace(cfg.model, hidden=(100,))
+    run_dir = new_run_dir(cfg.out, f"uci-{cfg.dataset}")
+    write_json(run_dir / "config.json", {**asdict(cfg), "model": asdict(model), "environment": environment()})
+    per_split = []
+    for k in range(k_max):
+        tr, te = split(folder, k)
+        bnn, guide, scaling, _ = fit_regressor(x[tr], y[tr], replace(model, seed=model.seed + k))
+        rep, _ = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed)
+        per_split.append({"split": k, **{m: v for m, v in rep.items() if m != "calibration"}})
+        if progress:
+            print(f"  split {k}: RMSE {rep['rmse']:.3f}  LL {rep['log_likelihood']:.3f}", flush=True)
+    rmse, ll = _mean_se([s["rmse"] for s in per_split]), _mean_se([s["log_likelihood"] for s in per_split])
+    cov = _mean_se([s["coverage_95"] for s in per_split])
+    result = {"dataset": cfg.dataset, "splits": k_max, "rmse": rmse, "log_likelihood": ll, "coverage_95": cov,
+              "published": PUBLISHED.get(cfg.dataset, {}), "per_split": per_split}
+    write_json(run_dir / "metrics.json", result)
+    (run_dir / "table.md").write_text(table([result]))
+    return {**result, "run_dir": str(run_dir)}
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table: ours (mean +- s.e.) beside the published VI / PBP / MC dropout numbers."""
+    head = ("| data set | splits | pyrobnn RMSE | pyrobnn LL | VI RMSE / LL | PBP RMSE / LL | MC dropout RMSE / LL |\n"
+            "|---|---|---|---|---|---|---|\n")
+    rows = []
+    for r in results:
+        pub = r["published"]
+        cols = [f"{pub[m][0]:.2f} / {pub[m][1]:.2f}" if m in pub else "–" for m in ("VI", "PBP", "MC dropout")]
+        rows.append(f"| {r['dataset']} | {r['splits']} | {r['rmse'][0]:.3f} ± {r['rmse'][1]:.3f} | "
+                    f"{r['log_likelihood'][0]:.3f} ± {r['log_likelihood'][1]:.3f} | " + " | ".join(cols) + " |")
+    return head + "\n".join(rows) + "\n"
