@@ -164,3 +164,9 @@ def test_cli_bad_options_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["run", "egg", "--out", str(tmp_path), "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pyrobnn: error:") and message in err and "\n" not in err
+
+
+def test_constant_columns_can_be_allowed_explicitly():
+    s = Standardize(2).fit(torch.tensor([[1.0, 5.0], [3.0, 5.0]]), allow_constant=True)
+    assert s.std.tolist() == [pytest.approx(2**0.5), 1.0]
+    assert s(torch.tensor([[2.0, 5.0]])).tolist() == [[0.0, 0.0]]

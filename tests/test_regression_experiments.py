@@ -1,0 +1,64 @@
+"""Boston (seed 004) and the UCI runner on the real files, with short training (pipeline checks;
+the full-length results are in the README)."""
+import json
+import math
+
+import matplotlib.image as mpimg
+import pytest
+
+from experiments.cli import main
+from tests.conftest import data_file
+
+FAST = ["--steps", "400", "--num-samples", "300", "--no-progress"]
+
+
+def test_boston_run_writes_intervals_metrics_and_figures(tmp_path, capsys):
+    csv = data_file("boston_housing/BostonHousing.csv")
+    assert main(["run", "boston", "--data", str(csv), *FAST, "--out", str(tmp_path)]) == 0
+    assert "inside their 95% interval" in capsys.readouterr().out
+    (run,) = (tmp_path / "boston").iterdir()
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["n_train"], m["n_test"]) == (380, 126) and "b" in m["features"]
+    assert m["rmse"] < 5.5  # the target's std is 9.2: the model learnt something in 400 steps
+    assert 0.8 <= m["inside_interval"] <= 1.0 and m["inside_interval"] == m["coverage_95"]
+    levels = [c["observed"] for c in m["calibration"]]
+    assert levels == sorted(levels)  # wider intervals never cover less
+    for png in ("intervals_sorted.png", "calibration.png"):
+        assert mpimg.imread(run / png).shape[0] > 300
+
+
+def test_boston_without_column_b(tmp_path, capsys):
+    csv = data_file("boston_housing/BostonHousing.csv")
+    assert main(["run", "boston", "--data", str(csv), "--drop-b", *FAST, "--steps", "50", "--out", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "boston").iterdir()
+    assert "b" not in json.loads((run / "metrics.json").read_text())["features"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("dataset,steps", [("yacht", 400), ("naval", 30)])
+def test_uci_runner_reports_mean_and_standard_error_beside_published(tmp_path, capsys, dataset, steps):
+    root = data_file("uci_regression/yacht/data/data.txt").parents[2]
+    args = ["run", "uci", "--dataset", dataset, "--splits", "2", "--data-dir", str(root), *FAST,
+            "--steps", str(steps), "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (run,) = (tmp_path / f"uci-{dataset}").iterdir()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["splits"] == 2 and len(m["per_split"]) == 2
+    rmses = [s["rmse"] for s in m["per_split"]]
+    assert m["rmse"][0] == pytest.approx(sum(rmses) / 2)
+    assert m["rmse"][1] == pytest.approx(abs(rmses[0] - rmses[1]) / 2, rel=1e-6)  # s.e. of two values
+    assert all(math.isfinite(s["log_likelihood"]) for s in m["per_split"])  # naval's constant columns
+    pub = m["published"]["PBP"]
+    assert f"{pub[0]:.2f} / {pub[1]:.2f}" in out and f"{pub[0]:.2f} / {pub[1]:.2f}" in (run / "table.md").read_text()
+    if dataset == "yacht":
+        assert m["rmse"][0] < 6.0  # yacht's target std is 15
+
+
+def test_uci_bad_input(tmp_path, capsys):
+    root = data_file("uci_regression/yacht/data/data.txt").parents[2]
+    assert main(["run", "uci", "--dataset", "yacht", "--splits", "21", "--data-dir", str(root), "--out",
+                 str(tmp_path)]) == 2
+    assert "splits must be between 1 and 20 for yacht; got 21" in capsys.readouterr().err
+    assert main(["run", "uci", "--dataset", "yacht", "--data-dir", str(tmp_path)]) == 2
+    assert "no data.txt for yacht" in capsys.readouterr().err
