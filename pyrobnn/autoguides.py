@@ -38,13 +38,11 @@ def _init_locs(bnn: BayesianNet, init) -> dict[str, torch.Tensor]:
     raise ValueError(f"init must be 'net', 'prior' or a dict of tensors; got {init!r}")
 
 
-def _key(site: str) -> str:
-    return site.replace(".", "__")
-
-
 class MeanFieldNormal(nn.Module):
     """q(w) = prod_i Normal(w_i; loc_i, softplus(rho_i)), one Normal site per lifted parameter.
 
+    All means live in one flat parameter and all rho in another (per-site tensors are views), so a
+    training step updates two tensors however many layers the net has.
     init: "net" (default), "prior" or a dict of tensors; init_scale: initial std of every weight
     (Pyro's advice: about 0.1 for small nets, 0.01 for large ones).
     """
@@ -55,16 +53,31 @@ class MeanFieldNormal(nn.Module):
             raise ValueError(f"init_scale must be > 0; got {init_scale!r}")
         self.sites = bnn.site_names
         locs = _init_locs(bnn, init)
-        self.loc = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in locs.items()})
-        self.rho = nn.ParameterDict({
-            _key(k): nn.Parameter(torch.full_like(v, float(_inv_softplus(torch.tensor(float(init_scale))))))
-            for k, v in locs.items()})
+        self.shapes = {k: bnn.shapes[k] for k in self.sites}
+        self.offsets, total = {}, 0
+        for k in self.sites:
+            n = self.shapes[k].numel()
+            self.offsets[k] = (total, total + n)
+            total += n
+        flat = torch.cat([locs[k].reshape(-1).float().to(bnn.device) for k in self.sites])
+        self.loc_flat = nn.Parameter(flat)
+        self.rho_flat = nn.Parameter(torch.full_like(flat, float(_inv_softplus(torch.tensor(float(init_scale))))))
+
+    def site_view(self, flat: torch.Tensor, site: str) -> torch.Tensor:
+        """The part of a flat ``[..., total]`` tensor that belongs to ``site``, shaped like it."""
+        a, b = self.offsets[site]
+        return flat[..., a:b].reshape(tuple(flat.shape[:-1]) + tuple(self.shapes[site]))
+
+    @property
+    def loc(self) -> dict[str, torch.Tensor]:
+        """Means by site name (views of the flat parameter)."""
+        return {k: self.site_view(self.loc_flat, k) for k in self.sites}
 
     def scale(self, site: str) -> torch.Tensor:
-        return softplus(self.rho[_key(site)])
+        return softplus(self.site_view(self.rho_flat, site))
 
     def distribution(self, site: str) -> dist.TorchDistribution:
-        loc = self.loc[_key(site)]
+        loc = self.site_view(self.loc_flat, site)
         return dist.Normal(loc, self.scale(site)).to_event(loc.dim())
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -73,17 +86,16 @@ class MeanFieldNormal(nn.Module):
     @torch.no_grad()
     def sample_posterior(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``num_samples`` weight sets at once, ``[num_samples, *shape]`` per site."""
-        out = {}
-        for k in self.sites:
-            loc, scale = self.loc[_key(k)], self.scale(k)
-            eps = torch.empty((num_samples, *loc.shape), device=loc.device, dtype=loc.dtype).normal_(generator=generator)
-            out[k] = eps.mul_(scale).add_(loc)
-        return out
+        eps = torch.empty((num_samples, self.loc_flat.numel()), device=self.loc_flat.device).normal_(
+            generator=generator)
+        flat = eps.mul_(softplus(self.rho_flat)).add_(self.loc_flat)
+        return {k: self.site_view(flat, k) for k in self.sites}
 
     @torch.no_grad()
     def signal_to_noise(self) -> dict[str, torch.Tensor]:
         """|mu| / sigma per weight (Blundell 2015), for pruning and diagnostics."""
-        return {k: self.loc[_key(k)].abs() / self.scale(k) for k in self.sites}
+        snr = self.loc_flat.abs() / softplus(self.rho_flat)
+        return {k: self.site_view(snr, k) for k in self.sites}
 
 
 def auto_normal(bnn: BayesianNet, init="net", init_scale: float = 0.1) -> AutoNormal:

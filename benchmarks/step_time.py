@@ -1,0 +1,126 @@
+"""Median milliseconds per SVI training step (optimiser included), pyrobnn against references,
+measured in one process with the implementations alternated; prints a table with ratios.
+
+    .venv/bin/python benchmarks/step_time.py [--repeats 7] [--steps 60] [--threads 2]
+
+Nets: A = egg MLP 2-32-32-3, batch 64; B = MNIST-size MLP 784-400-400-10, batch 128.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
+from torch import nn  # noqa: E402
+
+import pyrobnn  # noqa: E402
+from benchmarks.bbb import BBBMLP, loss as bbb_loss  # noqa: E402
+from pyrobnn.fastelbo import MeanFieldELBO  # noqa: E402
+
+NETS = {"A": ([2, 32, 32, 3], 64, 1000), "B": ([784, 400, 400, 10], 128, 10000)}
+
+
+def mlp(sizes):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def makers(sizes, batch, n, particles):
+    x = torch.randn(batch, sizes[0])
+    y = torch.randint(0, sizes[-1], (batch,))
+
+    def deterministic():
+        net = mlp(sizes)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
+
+        def step():
+            loss = nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+
+    def bbb():
+        model = BBBMLP(sizes)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+
+        def step():
+            loss = bbb_loss(model, x, y, n)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return step
+
+    def pyrobnn_step(elbo_factory):
+        def make():
+            pyro.clear_param_store()
+            bnn = pyrobnn.lift(mlp(sizes))
+            guide = pyrobnn.MeanFieldNormal(bnn)
+            elbo = elbo_factory()
+            opt = torch.optim.Adam(guide.parameters(), lr=1e-3, foreach=True)
+
+            def step():
+                loss = elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return step
+        return make
+
+    vec = dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+    return {
+        "deterministic torch": deterministic,
+        "hand-written BBB (torch)": bbb,
+        "pyrobnn via Pyro TraceMeanField_ELBO": pyrobnn_step(lambda: TraceMeanField_ELBO(**vec)),
+        "pyrobnn via Pyro Trace_ELBO": pyrobnn_step(lambda: Trace_ELBO(**vec)),
+        "pyrobnn fast mean-field ELBO (default)": pyrobnn_step(lambda: MeanFieldELBO(num_particles=particles)),
+    }
+
+
+def time_steps(step, n_steps):
+    for _ in range(5):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    return (time.perf_counter() - t0) / n_steps * 1e3
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--particles", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    for net, (sizes, batch, n) in NETS.items():
+        impls = makers(sizes, batch, n, args.particles)
+        steps = {name: make() for name, make in impls.items()}
+        times = {name: [] for name in impls}
+        for _ in range(args.repeats):  # alternate implementations, repeat, take medians
+            for name, step in steps.items():
+                times[name].append(time_steps(step, args.steps if net == "A" else max(5, args.steps // 6)))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ref = med["hand-written BBB (torch)"]
+        print(f"\nnet {net}: MLP {'-'.join(map(str, sizes))}, batch {batch}, {args.particles} particle(s), "
+              f"{args.threads} thread(s); median of {args.repeats}")
+        print(f"{'implementation':<42}{'ms/step':>10}{'x BBB':>8}")
+        for k, v in med.items():
+            print(f"{k:<42}{v:>10.3f}{v / ref:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""A fast path for the commonest case: the mean-field ELBO of a lifted net with Normal priors and
+a ``MeanFieldNormal`` guide, computed without Pyro's tracing.
+
+It is the same estimator as Pyro's ``TraceMeanField_ELBO`` (vectorised particles included):
+weights drawn by reparameterisation in the guide's site order from the same random stream, the
+minibatch log-likelihood scaled by N / B, and the closed-form KL of every site. The test suite
+checks loss and gradients against ``TraceMeanField_ELBO`` on the same draws.
+"""
+from __future__ import annotations
+
+import torch
+
+from torch.nn.functional import softplus
+
+from .autoguides import MeanFieldNormal
+from .lift import BayesianNet
+from .priors import Normal as NormalPrior
+
+
+def supports(bnn: BayesianNet, guide) -> bool:
+    """True when (bnn, guide) is a pair this fast path computes exactly."""
+    return (isinstance(guide, MeanFieldNormal) and list(guide.sites) == bnn.site_names
+            and all(type(p) is NormalPrior for p in bnn.priors.values()))
+
+
+def _kl_normal(loc, scale, p_loc, p_scale) -> torch.Tensor:
+    # the same arithmetic as torch.distributions' Normal-Normal KL
+    var_ratio = (scale / p_scale).pow(2)
+    t1 = ((loc - p_loc) / p_scale).pow(2)
+    return 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+
+
+class MeanFieldELBO:
+    """Drop-in for ``TraceMeanField_ELBO(num_particles=P, vectorize_particles=True)`` on a
+    ``(bnn.model, MeanFieldNormal)`` pair: ``differentiable_loss(bnn.model, guide, x, y, data_size)``."""
+
+    def __init__(self, num_particles: int = 1):
+        if int(num_particles) < 1:
+            raise ValueError(f"num_particles must be >= 1; got {num_particles}")
+        self.num_particles = int(num_particles)
+        self._prior_cache = {}
+
+    def _flat_priors(self, bnn, guide):
+        key = (id(bnn), id(guide), guide.loc_flat.device)
+        if key not in self._prior_cache:
+            parts = [(bnn.priors[k].loc, bnn.priors[k].scale, guide.shapes[k].numel()) for k in guide.sites]
+            if len({(m, s) for m, s, _ in parts}) == 1:  # one prior for every weight: plain numbers
+                self._prior_cache = {key: (float(parts[0][0]), float(parts[0][1]))}
+            else:
+                dev = guide.loc_flat.device
+                loc = torch.cat([torch.full((n,), float(m), device=dev) for m, _, n in parts])
+                scale = torch.cat([torch.full((n,), float(s), device=dev) for _, s, n in parts])
+                self._prior_cache = {key: (loc, scale)}
+        return self._prior_cache[key]
+
+    def differentiable_loss(self, model, guide, x, y, data_size=None) -> torch.Tensor:
+        bnn = getattr(model, "__self__", None)
+        if not isinstance(bnn, BayesianNet) or not supports(bnn, guide):
+            raise ValueError("MeanFieldELBO needs bnn.model of a lifted net with Normal priors and its "
+                             "MeanFieldNormal guide; use Pyro's ELBOs otherwise")
+        p = self.num_particles
+        loc, scale = guide.loc_flat, softplus(guide.rho_flat)
+        eps = torch.empty((p, loc.numel()) if p > 1 else loc.shape, dtype=loc.dtype, device=loc.device)
+        for site in guide.sites:  # site by site, as Pyro's guide draws them: the same random stream
+            a, b = guide.offsets[site]
+            eps[..., a:b] = torch.empty((p, b - a) if p > 1 else (b - a,), dtype=loc.dtype,
+                                        device=loc.device).normal_()
+        flat = loc + eps * scale
+        draws = {k: guide.site_view(flat, k) for k in guide.sites}
+        p_loc, p_scale = self._flat_priors(bnn, guide)
+        kl = _kl_normal(loc, scale, p_loc, p_scale).sum()
+        out = bnn.forward(x, draws)
+        latents = {k: v for k, v in draws.items() if k not in bnn.net_sites}
+        log_lik = bnn.likelihood.distribution(out, latents).log_prob(y).sum(-1)
+        n = x.shape[0]
+        return kl - (n if data_size is None else int(data_size)) / n * log_lik.mean()
