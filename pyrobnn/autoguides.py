@@ -86,10 +86,12 @@ class MeanFieldNormal(nn.Module):
     @torch.no_grad()
     def sample_posterior(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``num_samples`` weight sets at once, ``[num_samples, *shape]`` per site."""
-        eps = torch.empty((num_samples, self.loc_flat.numel()), device=self.loc_flat.device).normal_(
-            generator=generator)
-        flat = eps.mul_(softplus(self.rho_flat)).add_(self.loc_flat)
-        return {k: self.site_view(flat, k) for k in self.sites}
+        scale, out = softplus(self.rho_flat), {}
+        for k in self.sites:  # site by site: each draw tensor is contiguous
+            a, b = self.offsets[k]
+            eps = torch.empty((num_samples, b - a), device=scale.device).normal_(generator=generator)
+            out[k] = eps.mul_(scale[a:b]).add_(self.loc_flat[a:b]).reshape(num_samples, *self.shapes[k])
+        return out
 
     @torch.no_grad()
     def signal_to_noise(self) -> dict[str, torch.Tensor]:
