@@ -35,33 +35,31 @@ class Prior:
 
 
 @dataclass(frozen=True)
-class Normal(Prior):
-    """Normal(loc, scale) on every weight: the default, with an analytic KL against a Normal guide."""
-
+class _LocScale(Prior):
     loc: float = 0.0
     scale: float = 1.0
+    family = None  # the Pyro distribution class (not a dataclass field)
 
     def __post_init__(self):
         _positive("scale", self.scale)
 
     def _base(self, device, dtype):
-        return dist.Normal(torch.tensor(self.loc, device=device, dtype=dtype),
+        return self.family(torch.tensor(self.loc, device=device, dtype=dtype),
                            torch.tensor(self.scale, device=device, dtype=dtype))
 
 
 @dataclass(frozen=True)
-class Laplace(Prior):
+class Normal(_LocScale):
+    """Normal(loc, scale) on every weight: the default, with an analytic KL against a Normal guide."""
+
+    family = dist.Normal
+
+
+@dataclass(frozen=True)
+class Laplace(_LocScale):
     """Laplace(loc, scale) on every weight: a sparsity-leaning prior."""
 
-    loc: float = 0.0
-    scale: float = 1.0
-
-    def __post_init__(self):
-        _positive("scale", self.scale)
-
-    def _base(self, device, dtype):
-        return dist.Laplace(torch.tensor(self.loc, device=device, dtype=dtype),
-                            torch.tensor(self.scale, device=device, dtype=dtype))
+    family = dist.Laplace
 
 
 @dataclass(frozen=True)
