@@ -13,6 +13,7 @@ import torch
 from torch.nn.functional import softplus
 
 from .autoguides import MeanFieldNormal
+from .estimators import ESTIMATORS, stochastic_layers
 from .lift import BayesianNet
 from .priors import Normal as NormalPrior
 
@@ -34,10 +35,13 @@ class MeanFieldELBO:
     """Drop-in for ``TraceMeanField_ELBO(num_particles=P, vectorize_particles=True)`` on a
     ``(bnn.model, MeanFieldNormal)`` pair: ``differentiable_loss(bnn.model, guide, x, y, data_size)``."""
 
-    def __init__(self, num_particles: int = 1):
+    def __init__(self, num_particles: int = 1, estimator: str = "reparam"):
         if int(num_particles) < 1:
             raise ValueError(f"num_particles must be >= 1; got {num_particles}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
         self.num_particles = int(num_particles)
+        self.estimator = estimator
         self._prior_cache = {}
 
     def _flat_priors(self, bnn, guide):
@@ -60,6 +64,8 @@ class MeanFieldELBO:
                              "MeanFieldNormal guide; use Pyro's ELBOs otherwise")
         p = self.num_particles
         loc, scale = guide.loc_flat, softplus(guide.rho_flat)
+        if self.estimator != "reparam":
+            return self._layerwise_loss(bnn, guide, x, y, data_size, loc, scale)
         eps = torch.empty((p, loc.numel()) if p > 1 else loc.shape, dtype=loc.dtype, device=loc.device)
         for site in guide.sites:  # site by site, as Pyro's guide draws them: the same random stream
             a, b = guide.offsets[site]
@@ -74,3 +80,17 @@ class MeanFieldELBO:
         log_lik = bnn.likelihood.distribution(out, latents).log_prob(y).sum(-1)
         n = x.shape[0]
         return kl - (n if data_size is None else int(data_size)) / n * log_lik.mean()
+
+    def _layerwise_loss(self, bnn, guide, x, y, data_size, loc, scale):
+        """Local reparameterisation / flipout: particles folded into the batch, noise per layer."""
+        if bnn.likelihood.latents():
+            raise ValueError("local/flipout estimators do not support likelihoods with latent sites")
+        p, n = self.num_particles, x.shape[0]
+        xr = x.repeat(p, *[1] * (x.dim() - 1)) if p > 1 else x
+        yr = y.repeat(p, *[1] * (y.dim() - 1)) if p > 1 else y
+        with stochastic_layers(bnn, guide, self.estimator):
+            out = bnn.net(xr)
+        log_lik = bnn.likelihood.distribution(out).log_prob(yr).sum() / p
+        p_loc, p_scale = self._flat_priors(bnn, guide)
+        kl = _kl_normal(loc, scale, p_loc, p_scale).sum()
+        return kl - (n if data_size is None else int(data_size)) / n * log_lik

@@ -206,7 +206,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         clip_norm: float = 10.0, val_data=None, val_every: int = 1, val_samples: int = 100,
         seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
         checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
-        retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True) -> History:
+        retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True,
+        estimator: str = "reparam") -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
@@ -217,6 +218,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     the learning rate by ``lr_decay`` after every step.
     fast: with ``loss="meanfield"``, a MeanFieldNormal guide and Normal priors, compute the same
     estimator as TraceMeanField_ELBO without Pyro's tracing (:mod:`pyrobnn.fastelbo`).
+    estimator: ``"reparam"`` (whole weight sets), ``"local"`` (local reparameterisation) or
+    ``"flipout"`` for Linear/Conv nets (:mod:`pyrobnn.estimators`).
     checkpoint / checkpoint_every / resume: see the module docstring. Returns a :class:`History`
     (``history.interrupted`` is True if a signal stopped training; the state is then saved).
     """
@@ -242,8 +245,11 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if isinstance(guide, nn.Module):
         guide.to(dev)
     elbo = make_elbo(loss, num_particles, vectorize_particles)
-    if fast and loss == "meanfield" and (vectorize_particles or num_particles == 1) and supports(bnn, guide):
-        elbo = MeanFieldELBO(num_particles)  # the same estimator without Pyro's tracing (tested equal)
+    if estimator != "reparam" and not (loss == "meanfield" and supports(bnn, guide)):
+        raise ValueError(f"estimator={estimator!r} needs loss='meanfield', a MeanFieldNormal guide and Normal priors")
+    if estimator != "reparam" or (
+            fast and loss == "meanfield" and (vectorize_particles or num_particles == 1) and supports(bnn, guide)):
+        elbo = MeanFieldELBO(num_particles, estimator)  # the same estimator without Pyro's tracing (tested equal)
     batches = _Batches(bnn, data, batch_size, dev)
     if val_data is not None:
         val_x, val_y = bnn.check_inputs(*val_data, name="val X")
