@@ -30,6 +30,11 @@ def fit(x, y, **kw):
     pyrobnn.fit(b, MeanFieldNormal(b), (x, y), epochs=kw.pop("epochs", 1), progress=False, **kw)
 
 
+def _fit_regression(y):
+    b = pyrobnn.lift(nn.Linear(2, 1), likelihood="normal")
+    pyrobnn.fit(b, MeanFieldNormal(b), (torch.randn(4, 2), y), epochs=1, progress=False)
+
+
 CASES = [
     ("NaN feature", lambda: fit(nan_x, Y), "X contains NaN or inf (first at row 7)"),
     ("inf feature", lambda: fit(inf_x, Y), "X contains NaN or inf (first at row 3)"),
@@ -68,6 +73,10 @@ CASES = [
     ("likelihood classes", lambda: pyrobnn.likelihoods.Categorical(1), "num_classes must be >= 2"),
     ("nothing Bayesian", lambda: pyrobnn.lift(nn.Linear(2, 2), priors={"": None}), "nothing to make Bayesian"),
     ("labels bool", lambda: check_labels(torch.tensor([True, False]), 2), "got dtype torch.bool"),
+    ("NaN target", lambda: _fit_regression(torch.tensor([1.0, math.nan, 0.5, 2.0])),
+     "targets contains NaN or inf (first at row 1)"),
+    ("2-D targets", lambda: _fit_regression(torch.zeros(4, 2)), "targets must be 1-D [rows] (or [rows, 1])"),
+    ("likelihood scale", lambda: pyrobnn.likelihoods.Normal(scale=-2.0), "likelihood scale must be > 0"),
     ("features text", lambda: check_features([["a", "b"]]), "X must be numeric"),
 ]
 
