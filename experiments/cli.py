@@ -4,6 +4,7 @@
     pyrobnn run egg [--data egg_times.csv] [--epochs 600] [--guide meanfield] [--seed 0] ...
     pyrobnn run boston --data BostonHousing.csv
     pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
+  pyrobnn run mnist --data-dir ../shared/data/mnist
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ EXPERIMENTS = {
     "egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms",
     "boston": "seed 004: Bayesian regression on Boston housing with credible intervals",
     "uci": "UCI regression benchmark (20 standard splits) beside published VI / PBP / MC dropout",
+    "mnist": "seed 002: Bayes-by-Backprop MLP on MNIST-format images: referral, calibration, pruning",
 }
 
 EPILOG = """examples:
@@ -23,6 +25,7 @@ EPILOG = """examples:
   pyrobnn run egg --resume runs/egg/20261122-101500   # after Ctrl-C / SIGTERM
   pyrobnn run boston --data ../shared/data/boston_housing/BostonHousing.csv
   pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
+  pyrobnn run mnist --data-dir ../shared/data/mnist
 
 exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
@@ -156,8 +159,45 @@ def _run_uci(args) -> int:
     return 0
 
 
-PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser}
-RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci}
+def _mnist_parser(sub):
+    from experiments.mnist import MNISTConfig
+
+    d = MNISTConfig()
+    p = sub.add_parser("mnist", help=EXPERIMENTS["mnist"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder with the t10k IDX files (default: $PYROBNN_MNIST_DIR)")
+    p.add_argument("--n-train", type=int, default=d.n_train, help="training images (default %(default)s)")
+    p.add_argument("--n-test", type=int, default=d.n_test, help="test images (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
+    p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
+    _common(p)
+
+
+def _run_mnist(args) -> int:
+    from experiments.mnist import MNISTConfig, run
+
+    for name in ("n_train", "n_test", "epochs", "det_epochs", "num_samples"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
+                          det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
+                          device=args.device, out=args.out, progress=not args.no_progress))
+    print(f"{res['n_train']} train / {res['n_test']} test images")
+    print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
+    for name in ("deterministic", "bayesian"):
+        m = res[name]
+        print(f"{name:<14}{m['accuracy']:>10.3f}{m['nll']:>8.3f}{m['brier']:>8.3f}{m['ece']:>8.3f}")
+    print(f"referring the 5% most uncertain: +{res['gain_at_5pct_entropy']:.3f} accuracy (entropy), "
+          f"+{res['gain_at_5pct_mi']:.3f} (mutual information)")
+    print("pruning: " + ", ".join(f"{p['fraction']:.0%} -> {p['accuracy']:.3f}" for p in res["pruning"]))
+    print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser, "mnist": _mnist_parser}
+RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci, "mnist": _run_mnist}
 
 
 def main(argv=None) -> int:

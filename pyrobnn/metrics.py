@@ -86,3 +86,41 @@ def regression_report(pp, y, levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
     lo, hi = pp.interval(0.95)
     rep["width_95"] = float((hi - lo).mean())
     return rep
+
+
+def referral_curve(probs, y, score, fractions) -> list[float]:
+    """Accuracy on the inputs kept when the fraction ``f`` with the highest ``score`` (the most
+    uncertain) is referred elsewhere, for each f in ``fractions`` (f = 0 gives plain accuracy)."""
+    probs, y = _check(probs, y)
+    score = torch.as_tensor(score, dtype=torch.float32, device=probs.device)
+    correct = (probs.argmax(-1) == y).float()[torch.argsort(score, stable=True)]  # most certain first
+    n, out = len(correct), []
+    for f in fractions:
+        if not 0 <= f < 1:
+            raise ValueError(f"fractions referred must lie in [0, 1); got {f}")
+        keep = max(1, round(n * (1 - f)))
+        out.append(float(correct[:keep].mean()))
+    return out
+
+
+def oracle_referral_curve(probs, y, fractions) -> list[float]:
+    """The best possible referral: wrong predictions are referred first."""
+    probs, y = _check(probs, y)
+    wrong = (probs.argmax(-1) != y).float()
+    return referral_curve(probs, y, wrong, fractions)
+
+
+def reliability_bins(probs, y, n_bins: int = 15) -> list[dict]:
+    """Per confidence bin (equal width on (0, 1]): mean confidence, accuracy and count."""
+    probs, y = _check(probs, y)
+    conf, pred = probs.max(-1)
+    correct = (pred == y).float()
+    bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        m = bins == b
+        k = int(m.sum())
+        out.append({"lower": b / n_bins, "upper": (b + 1) / n_bins, "count": k,
+                    "confidence": float(conf[m].mean()) if k else None,
+                    "accuracy": float(correct[m].mean()) if k else None})
+    return out

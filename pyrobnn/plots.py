@@ -126,3 +126,66 @@ def calibration_curve(curve: list[dict], title: str = ""):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def referral_curves(fractions, curves: dict, title: str = ""):
+    """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
+    f = 100 * np.asarray(fractions)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    styles = {"oracle": dict(color="grey", ls="--"), "random": dict(color="grey", ls=":")}
+    for i, (name, acc) in enumerate(curves.items()):
+        ax.plot(f, acc, label=name, **styles.get(name, dict(color=COLORS[i % len(COLORS)], marker=".")))
+    ax.set_xlabel("% of test inputs referred (most uncertain first)")
+    ax.set_ylabel("accuracy on the inputs kept")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(bins: list[dict], title: str = ""):
+    """Accuracy against confidence per bin, with the bin counts underneath."""
+    used = [b for b in bins if b["count"]]
+    fig, (ax, axc) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = used[0]["upper"] - used[0]["lower"] if used else 0.1
+    ax.bar([b["lower"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
+           color="tab:blue", alpha=0.7, edgecolor="k", label="accuracy")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    axc.bar([b["lower"] for b in used], [b["count"] for b in used], width=width, align="edge", color="grey")
+    axc.set_yscale("log")
+    axc.set_xlabel("confidence")
+    axc.set_ylabel("count")
+    fig.tight_layout()
+    return fig
+
+
+def uncertain_gallery(images, frequencies, labels, class_names, title: str = ""):
+    """The given images, each above the histogram of posterior predictive classes for it."""
+    images, freq, labels = _np(images), _np(frequencies), _np(labels)
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.2))
+    axes = np.asarray(axes).reshape(2, n)
+    for i in range(n):
+        axes[0, i].imshow(images[i], cmap="gray_r")
+        axes[0, i].set_axis_off()
+        axes[0, i].set_title(f"true {class_names[int(labels[i])]}", fontsize=8)
+        axes[1, i].bar(range(len(class_names)), freq[i], color="tab:blue")
+        axes[1, i].set_xticks(range(len(class_names)), class_names, fontsize=6)
+        axes[1, i].set_ylim(0, 1)
+        axes[1, i].tick_params(axis="y", labelsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pruning_curve(fractions, accuracies, title: str = ""):
+    fig, ax = plt.subplots(figsize=(5.6, 4))
+    ax.plot(100 * np.asarray(fractions), accuracies, marker="o", color="tab:blue")
+    ax.set_xlabel("% of weights removed (lowest |mu| / sigma first)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

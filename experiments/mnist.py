@@ -1,0 +1,140 @@
+"""Seed 002: a Bayes-by-Backprop MLP on MNIST-format images that knows when it does not know.
+
+Reports accuracy, NLL, Brier and ECE for the Bayesian net and the same net trained
+deterministically, the accuracy-vs-referral curves (ranked by predictive entropy and by mutual
+information, with oracle and random baselines), a gallery of the most uncertain test images with
+their posterior class histograms, reliability diagrams, and pruning by signal-to-noise ratio.
+Data: IDX files from a folder (``t10k-images-idx3-ubyte[.gz]`` and labels), split with a fixed seed.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyro
+import torch
+from torch.nn.functional import cross_entropy
+
+import pyrobnn
+from models.mnist import mlp
+from pyrobnn import metrics, plots, priors
+from pyrobnn.data import read_idx
+from pyrobnn.runs import environment, new_run_dir, write_json
+
+FRACTIONS = [i / 100 for i in range(0, 55, 5)]
+PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
+
+
+@dataclass
+class MNISTConfig:
+    data_dir: str | None = None   # folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)
+    n_train: int = 8000
+    n_test: int = 2000
+    hidden: tuple = (100,)
+    epochs: int = 100
+    det_epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    init_scale: float = 1e-3
+    num_samples: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs"
+    progress: bool = True
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"no {stem}[.gz] in {folder}")
+
+
+def load_split(cfg: MNISTConfig):
+    root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
+    if not root:
+        raise ValueError("mnist needs --data-dir (a folder with the t10k IDX files) or $PYROBNN_MNIST_DIR")
+    folder = Path(root)
+    x = read_idx(_find(folder, "t10k-images-idx3-ubyte"))
+    y = read_idx(_find(folder, "t10k-labels-idx1-ubyte")).long()
+    if x.dim() != 3 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not match")
+    if cfg.n_train + cfg.n_test > len(y):
+        raise ValueError(f"n_train + n_test = {cfg.n_train + cfg.n_test} exceeds the {len(y)} images")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
+    tr, te = perm[:cfg.n_train], perm[cfg.n_train:cfg.n_train + cfg.n_test]
+    return x[tr].float(), y[tr], x[te].float(), y[te]
+
+
+def run(cfg: MNISTConfig) -> dict:
+    x_tr, y_tr, x_te, y_te = load_split(cfg)
+    run_dir = new_run_dir(cfg.out, "mnist")
+    write_json(run_dir / "config.json", {**asdict(cfg), "environment": environment()})
+    torch.manual_seed(cfg.seed)
+    net = mlp(cfg.hidden)
+    bayes_net = copy.deepcopy(net)
+
+    # deterministic baseline
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.det_epochs):
+        perm = torch.randperm(len(y_tr), generator=g)
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            loss = cross_entropy(net(x_tr[idx]), y_tr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        det_probs = torch.softmax(net(x_te), -1)
+
+    # Bayes by Backprop: mean-field Normal (softplus sigma), closed-form KL, fan-in scaled priors
+    pyro.clear_param_store()
+    bnn = pyrobnn.lift(bayes_net, priors=priors.fan_in_normal(bayes_net),
+                       likelihood=pyrobnn.likelihoods.Categorical(10), n_features=None)
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
+    hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                       seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+    pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
+    probs = pp.mean_probs()
+
+    res = {"deterministic": metrics.classification_report(det_probs, y_te),
+           "bayesian": metrics.classification_report(probs, y_te), "n_train": len(y_tr), "n_test": len(y_te)}
+    entropy, mi = pp.predictive_entropy(), pp.mutual_information()
+    curves = {
+        "predictive entropy": metrics.referral_curve(probs, y_te, entropy, FRACTIONS),
+        "mutual information": metrics.referral_curve(probs, y_te, mi, FRACTIONS),
+        "deterministic softmax entropy": metrics.referral_curve(
+            det_probs, y_te, -(det_probs * det_probs.clamp_min(1e-30).log()).sum(-1), FRACTIONS),
+        "oracle": metrics.oracle_referral_curve(probs, y_te, FRACTIONS),
+        "random": [res["bayesian"]["accuracy"]] * len(FRACTIONS),
+    }
+    res["referral"] = {"fractions": FRACTIONS, **curves}
+    i5 = FRACTIONS.index(0.05)
+    res["gain_at_5pct_entropy"] = curves["predictive entropy"][i5] - curves["predictive entropy"][0]
+    res["gain_at_5pct_mi"] = curves["mutual information"][i5] - curves["mutual information"][0]
+    with torch.no_grad():
+        res["pruning"] = [{"fraction": f, "accuracy": metrics.accuracy(
+            torch.softmax(bnn.forward(x_te, guide.pruned_means(f)), -1), y_te)} for f in PRUNE]
+
+    names = [str(c) for c in range(10)]
+    top = torch.argsort(entropy, descending=True)[:8]
+    figs = {
+        "referral.png": plots.referral_curves(FRACTIONS, curves, "Accuracy vs fraction referred"),
+        "reliability_bayesian.png": plots.reliability_diagram(metrics.reliability_bins(probs, y_te),
+                                                              f"Bayesian MLP (ECE {res['bayesian']['ece']:.3f})"),
+        "reliability_deterministic.png": plots.reliability_diagram(
+            metrics.reliability_bins(det_probs, y_te), f"Deterministic MLP (ECE {res['deterministic']['ece']:.3f})"),
+        "uncertain_gallery.png": plots.uncertain_gallery(x_te[top], pp.class_frequencies()[top], y_te[top], names,
+                                                         "Most uncertain test images (predictive entropy)"),
+        "pruning.png": plots.pruning_curve(PRUNE, [p["accuracy"] for p in res["pruning"]],
+                                           "Pruning by signal-to-noise ratio"),
+    }
+    for name, fig in figs.items():
+        fig.savefig(run_dir / name, dpi=100)
+    plots.plt.close("all")
+    write_json(run_dir / "history.json", hist.records)
+    write_json(run_dir / "metrics.json", res)
+    return {**res, "run_dir": str(run_dir)}

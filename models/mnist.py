@@ -1,0 +1,18 @@
+"""Plain image classifiers for 28x28 grey images (MNIST / Fashion-MNIST): inputs uint8 or float 0-255."""
+from __future__ import annotations
+
+from torch import nn
+
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return x.float() / 255.0
+
+
+def mlp(hidden=(400, 400), n_classes: int = 10) -> nn.Sequential:
+    """Flatten -> 784 -> hidden... -> n_classes ReLU MLP."""
+    layers, width = [Scale(), nn.Flatten()], 28 * 28
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, n_classes))

@@ -1,0 +1,49 @@
+"""The image experiment's pipeline on the real MNIST t10k files (few images, few epochs): the
+numbers it computes must be right; the full-length results are in the README."""
+import json
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+
+from experiments.cli import main
+from pyrobnn import metrics
+from tests.conftest import data_file
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    out = tmp_path_factory.mktemp("runs")
+    args = ["run", "mnist", "--data-dir", str(folder), "--n-train", "1500", "--n-test", "500", "--epochs", "20",
+            "--det-epochs", "2", "--num-samples", "30", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    (d,) = (out / "mnist").iterdir()
+    return d, json.loads((d / "metrics.json").read_text())
+
+
+def test_pipeline_numbers(run):
+    d, m = run
+    ref = m["referral"]
+    assert ref["fractions"][0] == 0.0
+    assert ref["predictive entropy"][0] == pytest.approx(m["bayesian"]["accuracy"])
+    assert ref["mutual information"][0] == pytest.approx(m["bayesian"]["accuracy"])
+    oracle = ref["oracle"]
+    assert all(b >= a for a, b in zip(oracle, oracle[1:]))  # referring wrong answers first only helps
+    assert all(o >= e - 1e-9 for o, e in zip(oracle, ref["predictive entropy"]))
+    assert m["bayesian"]["accuracy"] > 0.6 and m["deterministic"]["accuracy"] > 0.8  # learnt from 1500 images
+    assert [p["fraction"] for p in m["pruning"]] == [0.0, 0.5, 0.75, 0.95, 0.98]
+    for png in ("referral", "reliability_bayesian", "reliability_deterministic", "uncertain_gallery", "pruning"):
+        assert mpimg.imread(d / f"{png}.png").shape[0] > 250
+
+
+def test_referral_and_reliability_helpers_on_known_inputs():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
+    y = torch.tensor([0, 1, 1, 0])  # row 1 is the only mistake
+    score = torch.tensor([0.1, 0.9, 0.2, 0.5])  # and it is the most uncertain
+    assert metrics.referral_curve(probs, y, score, [0.0, 0.25]) == [0.75, 1.0]
+    assert metrics.oracle_referral_curve(probs, y, [0.0, 0.25, 0.5]) == [0.75, 1.0, 1.0]
+    bins = metrics.reliability_bins(probs, y, n_bins=5)
+    assert sum(b["count"] for b in bins) == 4
+    top = bins[-1]  # confidence in (0.8, 1.0]: 0.9 right (0.8 falls in (0.6, 0.8])
+    assert top["count"] == 1 and top["accuracy"] == 1.0 and top["confidence"] == pytest.approx(0.9)
