@@ -166,8 +166,9 @@ def _mnist_parser(sub):
     p = sub.add_parser("mnist", help=EXPERIMENTS["mnist"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="folder with the t10k IDX files (default: $PYROBNN_MNIST_DIR)")
-    p.add_argument("--n-train", type=int, default=d.n_train, help="training images (default %(default)s)")
-    p.add_argument("--n-test", type=int, default=d.n_test, help="test images (default %(default)s)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (default: all train-*, or 8000 of t10k)")
+    p.add_argument("--n-test", type=int, default=None, help="test images (default: all of t10k, or 2000)")
+    p.add_argument("--ood-dir", default=None, help="IDX folder whose t10k images are scored as out-of-distribution")
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
     p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
@@ -179,9 +180,10 @@ def _run_mnist(args) -> int:
     from experiments.mnist import MNISTConfig, run
 
     for name in ("n_train", "n_test", "epochs", "det_epochs", "num_samples"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, epochs=args.epochs,
+    res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
+                          epochs=args.epochs,
                           det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
                           device=args.device, out=args.out, progress=not args.no_progress))
     print(f"{res['n_train']} train / {res['n_test']} test images")
@@ -192,6 +194,8 @@ def _run_mnist(args) -> int:
     print(f"referring the 5% most uncertain: +{res['gain_at_5pct_entropy']:.3f} accuracy (entropy), "
           f"+{res['gain_at_5pct_mi']:.3f} (mutual information)")
     print("pruning: " + ", ".join(f"{p['fraction']:.0%} -> {p['accuracy']:.3f}" for p in res["pruning"]))
+    if "ood_auroc" in res:
+        print("out-of-distribution AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in res["ood_auroc"].items()))
     print(f"run directory: {res['run_dir']}")
     return 0
 

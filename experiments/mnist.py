@@ -29,9 +29,10 @@ PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
 
 @dataclass
 class MNISTConfig:
-    data_dir: str | None = None   # folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)
-    n_train: int = 8000
-    n_test: int = 2000
+    data_dir: str | None = None   # IDX folder: t10k-* (and train-* if present), e.g. Fashion-MNIST's
+    n_train: int | None = None    # None: all train-* images, or 8000 of t10k when there is no train-*
+    n_test: int | None = None     # None: all of t10k, or the 2000 t10k images not used for training
+    ood_dir: str | None = None    # another IDX folder (its t10k images) to score as out-of-distribution
     hidden: tuple = (100,)
     epochs: int = 100
     det_epochs: int = 10
@@ -45,11 +46,22 @@ class MNISTConfig:
     progress: bool = True
 
 
-def _find(folder: Path, stem: str) -> Path:
+def _find(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(f"no {stem}[.gz] in {folder}")
+    return None
+
+
+def read_set(folder: Path, part: str):
+    """(images [N, 28, 28], labels [N]) of ``part`` ("t10k" or "train") in an IDX folder."""
+    img, lab = _find(folder, f"{part}-images-idx3-ubyte"), _find(folder, f"{part}-labels-idx1-ubyte")
+    if img is None or lab is None:
+        raise FileNotFoundError(f"no {part}-images-idx3-ubyte[.gz] / {part}-labels-idx1-ubyte[.gz] in {folder}")
+    x, y = read_idx(img), read_idx(lab).long()
+    if x.dim() != 3 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"{img.name}: images {tuple(x.shape)} and labels {tuple(y.shape)} do not match")
+    return x, y
 
 
 def load_split(cfg: MNISTConfig):
@@ -57,15 +69,19 @@ def load_split(cfg: MNISTConfig):
     if not root:
         raise ValueError("mnist needs --data-dir (a folder with the t10k IDX files) or $PYROBNN_MNIST_DIR")
     folder = Path(root)
-    x = read_idx(_find(folder, "t10k-images-idx3-ubyte"))
-    y = read_idx(_find(folder, "t10k-labels-idx1-ubyte")).long()
-    if x.dim() != 3 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not match")
-    if cfg.n_train + cfg.n_test > len(y):
-        raise ValueError(f"n_train + n_test = {cfg.n_train + cfg.n_test} exceeds the {len(y)} images")
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
-    tr, te = perm[:cfg.n_train], perm[cfg.n_train:cfg.n_train + cfg.n_test]
-    return x[tr].float(), y[tr], x[te].float(), y[te]
+    g = torch.Generator().manual_seed(cfg.seed)
+    x_te, y_te = read_set(folder, "t10k")
+    if _find(folder, "train-images-idx3-ubyte") is not None:
+        x_tr, y_tr = read_set(folder, "train")
+        tr = torch.randperm(len(y_tr), generator=g)[:cfg.n_train]
+        te = torch.randperm(len(y_te), generator=g)[:cfg.n_test]
+        return x_tr[tr].float(), y_tr[tr], x_te[te].float(), y_te[te]
+    n_train, n_test = cfg.n_train or 8000, cfg.n_test or 2000
+    if n_train + n_test > len(y_te):
+        raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {len(y_te)} images")
+    perm = torch.randperm(len(y_te), generator=g)
+    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    return x_te[tr].float(), y_te[tr], x_te[te].float(), y_te[te]
 
 
 def run(cfg: MNISTConfig) -> dict:
@@ -118,6 +134,15 @@ def run(cfg: MNISTConfig) -> dict:
     with torch.no_grad():
         res["pruning"] = [{"fraction": f, "accuracy": metrics.accuracy(
             torch.softmax(bnn.forward(x_te, guide.pruned_means(f)), -1), y_te)} for f in PRUNE]
+
+    if cfg.ood_dir:
+        x_ood = read_set(Path(cfg.ood_dir), "t10k")[0][:len(y_te)].float()
+        pp_ood = pyrobnn.predict(bnn, guide, x_ood, num_samples=cfg.num_samples, seed=cfg.seed)
+        scores = {"predictive entropy": (entropy, pp_ood.predictive_entropy()),
+                  "mutual information": (mi, pp_ood.mutual_information())}
+        res["ood_auroc"] = {k: metrics.auroc(a, b) for k, (a, b) in scores.items()}
+        plots.score_histograms(scores, "test (in distribution)", "out of distribution").savefig(
+            run_dir / "ood_scores.png", dpi=100)
 
     names = [str(c) for c in range(10)]
     top = torch.argsort(entropy, descending=True)[:8]

@@ -124,3 +124,22 @@ def reliability_bins(probs, y, n_bins: int = 15) -> list[dict]:
                     "confidence": float(conf[m].mean()) if k else None,
                     "accuracy": float(correct[m].mean()) if k else None})
     return out
+
+
+def auroc(scores_in, scores_out) -> float:
+    """Area under the ROC curve for telling ``scores_out`` (positives: higher score = more likely
+    out of distribution) from ``scores_in``; ties count one half (Mann-Whitney U / (n_in n_out))."""
+    a = torch.as_tensor(scores_in, dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(scores_out, dtype=torch.float64).reshape(-1)
+    if a.numel() == 0 or b.numel() == 0:
+        raise ValueError("auroc needs at least one score on each side")
+    both = torch.cat([a, b])
+    order = torch.argsort(both, stable=True)
+    ranks = torch.empty_like(both)
+    ranks[order] = torch.arange(1, len(both) + 1, dtype=torch.float64)
+    for v in torch.unique(both):  # average ranks of ties
+        m = both == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    u = ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2
+    return float(u / (len(a) * len(b)))

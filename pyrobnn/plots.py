@@ -189,3 +189,18 @@ def pruning_curve(fractions, accuracies, title: str = ""):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def score_histograms(scores: dict, in_label: str, out_label: str):
+    """One panel per score: histograms of in-distribution and out-of-distribution values."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.2 * len(scores), 4))
+    for ax, (name, (a, b)) in zip(np.atleast_1d(axes), scores.items()):
+        a, b = _np(a), _np(b)
+        edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=40)
+        ax.hist(a, bins=edges, alpha=0.6, color="tab:blue", label=in_label, density=True)
+        ax.hist(b, bins=edges, alpha=0.6, color="tab:red", label=out_label, density=True)
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -36,3 +36,16 @@ def _fresh_state():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
     pyro.clear_param_store()
+
+
+FASHION_DIR = Path(os.environ.get("PYROBNN_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+def fashion_dir() -> Path:
+    """Fashion-MNIST from Debian's dataset-fashion-mnist (.ci/run installs it), or skip / fail."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
+        msg = f"Fashion-MNIST not found in {FASHION_DIR} (apt-get install dataset-fashion-mnist)"
+        if os.environ.get("PYROBNN_REQUIRE_DATA") == "1":
+            pytest.fail(msg + "; PYROBNN_REQUIRE_DATA=1 forbids skipping")
+        pytest.skip(msg)
+    return FASHION_DIR

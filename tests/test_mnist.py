@@ -47,3 +47,20 @@ def test_referral_and_reliability_helpers_on_known_inputs():
     assert sum(b["count"] for b in bins) == 4
     top = bins[-1]  # confidence in (0.8, 1.0]: 0.9 right (0.8 falls in (0.6, 0.8])
     assert top["count"] == 1 and top["accuracy"] == 1.0 and top["confidence"] == pytest.approx(0.9)
+
+
+def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
+    from tests.conftest import fashion_dir
+
+    mnist = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    args = ["run", "mnist", "--data-dir", str(fashion_dir()), "--ood-dir", str(mnist), "--n-train", "3000",
+            "--n-test", "500", "--epochs", "5", "--det-epochs", "1", "--num-samples", "20", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "out-of-distribution AUROC" in capsys.readouterr().out
+    (d,) = (tmp_path / "mnist").iterdir()
+    m = json.loads((d / "metrics.json").read_text())
+    assert (m["n_train"], m["n_test"]) == (3000, 500)
+    assert set(m["ood_auroc"]) == {"predictive entropy", "mutual information"}
+    assert all(0.0 <= v <= 1.0 for v in m["ood_auroc"].values())
+    assert mpimg.imread(d / "ood_scores.png").shape[0] > 250
