@@ -21,7 +21,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pyrobnn  # noqa: E402
-from benchmarks.bbb import BBBMLP, loss as bbb_loss  # noqa: E402
+from benchmarks.bbb import BBBMLP  # noqa: E402
+from benchmarks.bbb import loss as bbb_loss
 from pyrobnn.fastelbo import MeanFieldELBO  # noqa: E402
 
 NETS = {"A": ([2, 32, 32, 3], 64, 1000), "B": ([784, 400, 400, 10], 128, 10000)}

@@ -10,7 +10,8 @@ recorded, so eggs of the same weight and time can come out differently. Doneness
 spent above the setting temperature, which grows with boiling time, shrinks for larger eggs
 (heat reaches the centre in a time proportional to mass^(2/3)) and is delayed for cold eggs.
 Its class thresholds were set so that the class mix and the time ranges resemble the real file
-(real: 32% underdone, 18% soft, 50% hard; simulated: about 27%, 20%, 53%). Every output made from it is labelled SIMULATED.
+(real: 32% underdone, 18% soft, 50% hard; simulated: about 27%, 20%, 53%). Every output made from
+it is labelled SIMULATED.
 """
 from __future__ import annotations
 

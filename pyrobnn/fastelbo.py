@@ -9,7 +9,6 @@ checks loss and gradients against ``TraceMeanField_ELBO`` on the same draws.
 from __future__ import annotations
 
 import torch
-
 from torch.nn.functional import softplus
 
 from .autoguides import MeanFieldNormal

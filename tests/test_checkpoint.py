@@ -4,7 +4,6 @@ import pickle
 import pyro
 import pytest
 import torch
-from torch import nn
 
 import pyrobnn
 from guides.egg import egg_guide

@@ -7,8 +7,8 @@ from torch import nn
 
 import pyrobnn
 from experiments.egg_data import load_egg_csv
-from pyrobnn import MeanFieldNormal, predict, priors
 from models.egg import Standardize
+from pyrobnn import MeanFieldNormal, predict, priors
 from pyrobnn.data import check_features, check_labels, read_csv, read_idx
 
 
@@ -44,7 +44,8 @@ CASES = [
     ("label out of range", lambda: fit(X, torch.tensor([0, 1, 2, 3, 0, 1, 2, 0, 1, 2])),
      "labels must be integers in [0, 3); got 3 at row 3"),
     ("negative label", lambda: fit(X, -torch.ones(10, dtype=torch.long)), "got -1 at row 0"),
-    ("non-integer label", lambda: fit(X, torch.full((10,), 1.5)), "labels must be integers in [0, 3); got 1.5 at row 0"),
+    ("non-integer label", lambda: fit(X, torch.full((10,), 1.5)),
+     "labels must be integers in [0, 3); got 1.5 at row 0"),
     ("label count", lambda: fit(X, Y[:7]), "labels has 7 rows but the features have 10"),
     ("2-D labels", lambda: fit(X, torch.zeros(10, 2)), "labels must be 1-D"),
     ("batch larger than data", lambda: fit(X, Y, batch_size=11), "batch_size 11 is larger than the data (10 rows)"),
