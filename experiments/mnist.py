@@ -141,8 +141,10 @@ def run(cfg: MNISTConfig) -> dict:
         scores = {"predictive entropy": (entropy, pp_ood.predictive_entropy()),
                   "mutual information": (mi, pp_ood.mutual_information())}
         res["ood_auroc"] = {k: metrics.auroc(a, b) for k, (a, b) in scores.items()}
-        plots.score_histograms(scores, "test (in distribution)", "out of distribution").savefig(
-            run_dir / "ood_scores.png", dpi=100)
+        in_name = Path(cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR", "")).name or "test"
+        fig = plots.score_histograms(scores, f"{in_name} test (in distribution)",
+                                     f"{Path(cfg.ood_dir).name} (out of distribution)")
+        fig.savefig(run_dir / "ood_scores.png", dpi=100)
 
     names = [str(c) for c in range(10)]
     top = torch.argsort(entropy, descending=True)[:8]
