@@ -15,7 +15,7 @@ EXPERIMENTS = {
     "egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms",
     "boston": "seed 004: Bayesian regression on Boston housing with credible intervals",
     "uci": "UCI regression benchmark (20 standard splits) beside published VI / PBP / MC dropout",
-    "mnist": "seed 002: Bayes-by-Backprop MLP on MNIST-format images: referral, calibration, pruning",
+    "mnist": "seed 002: Bayes-by-Backprop MLP or LeNet CNN on MNIST-format images: referral, calibration, OOD",
 }
 
 EPILOG = """examples:
@@ -169,6 +169,7 @@ def _mnist_parser(sub):
     p.add_argument("--n-train", type=int, default=None, help="training images (default: all train-*, or 8000 of t10k)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all of t10k, or 2000)")
     p.add_argument("--ood-dir", default=None, help="IDX folder whose t10k images are scored as out-of-distribution")
+    p.add_argument("--arch", choices=("mlp", "cnn"), default=d.arch, help="network (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
     p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
@@ -183,7 +184,7 @@ def _run_mnist(args) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
-                          epochs=args.epochs,
+                          arch=args.arch, epochs=args.epochs,
                           det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
                           device=args.device, out=args.out, progress=not args.no_progress))
     print(f"{res['n_train']} train / {res['n_test']} test images")

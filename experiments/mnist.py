@@ -18,7 +18,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
-from models.mnist import mlp
+from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
 from pyrobnn.runs import environment, new_run_dir, write_json
@@ -33,6 +33,7 @@ class MNISTConfig:
     n_train: int | None = None    # None: all train-* images, or 8000 of t10k when there is no train-*
     n_test: int | None = None     # None: all of t10k, or the 2000 t10k images not used for training
     ood_dir: str | None = None    # another IDX folder (its t10k images) to score as out-of-distribution
+    arch: str = "mlp"             # mlp | cnn (LeNet-style)
     hidden: tuple = (100,)
     epochs: int = 100
     det_epochs: int = 10
@@ -88,8 +89,10 @@ def run(cfg: MNISTConfig) -> dict:
     x_tr, y_tr, x_te, y_te = load_split(cfg)
     run_dir = new_run_dir(cfg.out, "mnist")
     write_json(run_dir / "config.json", {**asdict(cfg), "environment": environment()})
+    if cfg.arch not in ("mlp", "cnn"):
+        raise ValueError(f"unknown arch {cfg.arch!r}; choose mlp or cnn")
     torch.manual_seed(cfg.seed)
-    net = mlp(cfg.hidden)
+    net = mlp(cfg.hidden) if cfg.arch == "mlp" else lenet()
     bayes_net = copy.deepcopy(net)
 
     # deterministic baseline
@@ -109,7 +112,7 @@ def run(cfg: MNISTConfig) -> dict:
     # Bayes by Backprop: mean-field Normal (softplus sigma), closed-form KL, fan-in scaled priors
     pyro.clear_param_store()
     bnn = pyrobnn.lift(bayes_net, priors=priors.fan_in_normal(bayes_net),
-                       likelihood=pyrobnn.likelihoods.Categorical(10), n_features=None)
+                       likelihood=pyrobnn.likelihoods.Categorical(10))
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, progress=cfg.progress)

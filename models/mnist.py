@@ -16,3 +16,12 @@ def mlp(hidden=(400, 400), n_classes: int = 10) -> nn.Sequential:
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     return nn.Sequential(*layers, nn.Linear(width, n_classes))
+
+
+def lenet(n_classes: int = 10) -> nn.Sequential:
+    """A LeNet-style CNN: two conv + max-pool stages, then two Linear layers."""
+    return nn.Sequential(
+        Scale(), nn.Unflatten(1, (1, 28)),
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, n_classes))

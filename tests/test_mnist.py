@@ -64,3 +64,16 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     assert set(m["ood_auroc"]) == {"predictive entropy", "mutual information"}
     assert all(0.0 <= v <= 1.0 for v in m["ood_auroc"].values())
     assert mpimg.imread(d / "ood_scores.png").shape[0] > 250
+
+
+def test_bayesian_lenet_lifted_from_a_plain_cnn(tmp_path, capsys):
+    folder = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    args = ["run", "mnist", "--arch", "cnn", "--data-dir", str(folder), "--n-train", "3000", "--n-test", "300",
+            "--epochs", "15", "--det-epochs", "2", "--num-samples", "20", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    (d,) = (tmp_path / "mnist").iterdir()
+    m = json.loads((d / "metrics.json").read_text())
+    assert json.loads((d / "config.json").read_text())["arch"] == "cnn"
+    assert m["bayesian"]["accuracy"] > 0.3  # well above chance (0.1) after 15 short epochs
+    assert m["referral"]["predictive entropy"][0] == pytest.approx(m["bayesian"]["accuracy"])
