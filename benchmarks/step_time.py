@@ -37,31 +37,41 @@ def mlp(sizes):
     return nn.Sequential(*layers)
 
 
+def adam_step(parameters, loss_fn):
+    """One training step: loss, backward, one foreach Adam update."""
+    opt = torch.optim.Adam(list(parameters), lr=1e-3, foreach=True)
+
+    def step():
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def relu_stack(layers, h, unpack=False):
+    """Run Bayesian layers with ReLU between them; ``unpack``: layers return (out, kl)."""
+    kl = 0.0
+    for i, layer in enumerate(layers):
+        h = layer(h)
+        if unpack:
+            h, k = h
+            kl = kl + k
+        h = torch.relu(h) if i < len(layers) - 1 else h
+    return h, kl
+
+
 def makers(sizes, batch, n, particles):
     x = torch.randn(batch, sizes[0])
     y = torch.randint(0, sizes[-1], (batch,))
 
     def deterministic():
         net = mlp(sizes)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
-
-        def step():
-            loss = nn.functional.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
+        return adam_step(net.parameters(), lambda: nn.functional.cross_entropy(net(x), y))
 
     def bbb():
         model = BBBMLP(sizes)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
-
-        def step():
-            loss = bbb_loss(model, x, y, n)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
+        return adam_step(model.parameters(), lambda: bbb_loss(model, x, y, n))
 
     def pyrobnn_step(elbo_factory):
         def make():
@@ -69,14 +79,7 @@ def makers(sizes, batch, n, particles):
             bnn = pyrobnn.lift(mlp(sizes))
             guide = pyrobnn.MeanFieldNormal(bnn)
             elbo = elbo_factory()
-            opt = torch.optim.Adam(guide.parameters(), lr=1e-3, foreach=True)
-
-            def step():
-                loss = elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            return step
+            return adam_step(guide.parameters(), lambda: elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n))
         return make
 
     vec = dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
@@ -93,22 +96,11 @@ def makers(sizes, batch, n, particles):
                     self.layers = nn.ModuleList(BayesianLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
                 def forward(self, h):
-                    for i, layer in enumerate(self.layers):
-                        h = layer(h)
-                        h = torch.relu(h) if i < len(self.layers) - 1 else h
-                    return h
+                    return relu_stack(self.layers, h)[0]
 
-            net = Net()
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
-            crit = nn.CrossEntropyLoss(reduction="sum")
-
-            def step():
-                loss = net.sample_elbo(inputs=x, labels=y, criterion=crit, sample_nbr=particles,
-                                       complexity_cost_weight=x.shape[0] / n)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            return step
+            net, crit = Net(), nn.CrossEntropyLoss(reduction="sum")
+            return adam_step(net.parameters(), lambda: net.sample_elbo(
+                inputs=x, labels=y, criterion=crit, sample_nbr=particles, complexity_cost_weight=x.shape[0] / n))
         others["BLiTZ 0.2.8"] = blitz
     except ImportError as e:
         print(f"note: BLiTZ row skipped ({e})")
@@ -117,19 +109,11 @@ def makers(sizes, batch, n, particles):
 
         def bayesian_torch():
             layers = nn.ModuleList(LinearReparameterization(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-            opt = torch.optim.Adam(layers.parameters(), lr=1e-3, foreach=True)
 
-            def step():
-                h, kl = x, 0.0
-                for i, layer in enumerate(layers):
-                    h, k = layer(h)
-                    kl = kl + k
-                    h = torch.relu(h) if i < len(layers) - 1 else h
-                loss = nn.functional.cross_entropy(h, y, reduction="sum") * (n / x.shape[0]) + kl
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            return step
+            def loss():
+                h, kl = relu_stack(layers, x, unpack=True)
+                return nn.functional.cross_entropy(h, y, reduction="sum") * (n / x.shape[0]) + kl
+            return adam_step(layers.parameters(), loss)
         others["bayesian-torch 0.5.0 (reparameterisation)"] = bayesian_torch
     except ImportError as e:
         print(f"note: bayesian-torch row skipped ({e})")
