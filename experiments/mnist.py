@@ -150,13 +150,14 @@ def run(cfg: MNISTConfig) -> dict:
         fig.savefig(run_dir / "ood_scores.png", dpi=100)
 
     names = [str(c) for c in range(10)]
+    kind = "MLP" if cfg.arch == "mlp" else "CNN"
     top = torch.argsort(entropy, descending=True)[:8]
     figs = {
         "referral.png": plots.referral_curves(FRACTIONS, curves, "Accuracy vs fraction referred"),
         "reliability_bayesian.png": plots.reliability_diagram(metrics.reliability_bins(probs, y_te),
-                                                              f"Bayesian MLP (ECE {res['bayesian']['ece']:.3f})"),
+                                                              f"Bayesian {kind} (ECE {res['bayesian']['ece']:.3f})"),
         "reliability_deterministic.png": plots.reliability_diagram(
-            metrics.reliability_bins(det_probs, y_te), f"Deterministic MLP (ECE {res['deterministic']['ece']:.3f})"),
+            metrics.reliability_bins(det_probs, y_te), f"Deterministic {kind} (ECE {res['deterministic']['ece']:.3f})"),
         "uncertain_gallery.png": plots.uncertain_gallery(x_te[top], pp.class_frequencies()[top], y_te[top], names,
                                                          "Most uncertain test images (predictive entropy)"),
         "pruning.png": plots.pruning_curve(PRUNE, [p["accuracy"] for p in res["pruning"]],
