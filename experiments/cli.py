@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from experiments import Interrupted
+
 EXPERIMENTS = {
     "egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms",
     "boston": "seed 004: Bayesian regression on Boston housing with credible intervals",
@@ -222,6 +224,9 @@ def main(argv=None) -> int:
         return 0
     try:
         return RUNNERS[args.experiment](args)
+    except Interrupted as e:
+        print(f"interrupted: {e}; no results written (only `run egg` can --resume so far)", file=sys.stderr)
+        return 130 if e.signal == "SIGINT" else 143
     except (ValueError, FileNotFoundError) as e:
         print(f"pyrobnn: error: {e}", file=sys.stderr)
         return 2

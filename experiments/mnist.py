@@ -18,6 +18,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
+from experiments import stop_if_interrupted
 from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
@@ -116,6 +117,7 @@ def run(cfg: MNISTConfig) -> dict:
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+    stop_if_interrupted(hist)
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     probs = pp.mean_probs()
 

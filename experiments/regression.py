@@ -9,6 +9,7 @@ import pyro
 import torch
 
 import pyrobnn
+from experiments import stop_if_interrupted
 from models.regression import MLPRegressor
 from pyrobnn import likelihoods, metrics, priors
 
@@ -59,6 +60,7 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
                        num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=progress,
                        optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps))
+    stop_if_interrupted(hist)
     return bnn, guide, (y_mean, y_std), hist
 
 
