@@ -8,7 +8,7 @@ column out, and we would not use this data for any decision about people.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,8 +16,9 @@ import torch
 from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
 from pyrobnn.data import read_csv
-from pyrobnn.runs import environment, new_run_dir, write_json
+from pyrobnn.runs import write_json
 
+from . import open_run_dir, stop_if_interrupted
 from .regression import RegressionConfig, evaluate, fit_regressor
 
 COLUMNS = ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax", "ptratio", "b", "lstat", "medv"]
@@ -39,7 +40,7 @@ def load_boston(path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return x, torch.tensor(df["medv"].to_numpy(), dtype=torch.float32), COLUMNS[:-1]
 
 
-def run(cfg: BostonConfig) -> dict:
+def run(cfg: BostonConfig, resume_dir=None) -> dict:
     path = cfg.data or os.environ.get("PYROBNN_BOSTON_CSV")
     if not path:
         raise ValueError("boston needs the data file: pass --data BostonHousing.csv (or set $PYROBNN_BOSTON_CSV)")
@@ -52,9 +53,10 @@ def run(cfg: BostonConfig) -> dict:
     perm = torch.from_numpy(np.random.default_rng(cfg.model.seed).permutation(len(y)))
     n_test = round(cfg.test_fraction * len(y))
     te, tr = perm[:n_test], perm[n_test:]
-    run_dir = new_run_dir(cfg.out, "boston")
-    write_json(run_dir / "config.json", {**asdict(cfg), "environment": environment()})
-    bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], cfg.model)
+    run_dir = open_run_dir(cfg, cfg.out, "boston", resume_dir)
+    bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], cfg.model, checkpoint=run_dir / "train_state.pt",
+                                              resume=resume_dir is not None)
+    stop_if_interrupted(hist, run_dir)
     rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], cfg.model.num_samples, cfg.model.seed)
     lo, hi = pp.interval(cfg.level)
     rep["level"] = cfg.level

@@ -24,13 +24,18 @@ EPILOG = """examples:
   pyrobnn run egg                                   # embedded simulated eggs
   pyrobnn run egg --data ../shared/data/egg_times/egg_times.csv --guide handwritten
   pyrobnn run egg --epochs 50 --num-samples 1000 --pyro-baseline-samples 0 --out /tmp/runs
-  pyrobnn run egg --resume runs/egg/20261122-101500   # after Ctrl-C / SIGTERM
+  pyrobnn run egg --resume runs/egg/20261122-101500   # after Ctrl-C / SIGTERM (any experiment)
   pyrobnn run boston --data ../shared/data/boston_housing/BostonHousing.csv
   pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
   pyrobnn run mnist --data-dir ../shared/data/mnist
 
 exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
+
+
+def _resume_option(p):
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run in RUN_DIR with its saved config (other options ignored)")
 
 
 def _common(p, out_default="runs"):
@@ -58,16 +63,16 @@ def _egg_parser(sub):
     p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
     p.add_argument("--pyro-baseline-samples", type=int, default=d.pyro_baseline_samples,
                    help="draws for the Pyro Predictive timing, 0 to skip (default %(default)s)")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue an interrupted run in RUN_DIR with its saved config (other options ignored)")
+    _resume_option(p)
     _common(p)
 
 
 def _run_egg(args) -> int:
-    from experiments.egg import EggConfig, config_of, run
+    from experiments import load_config
+    from experiments.egg import EggConfig, run
 
     if args.resume:
-        cfg = config_of(args.resume)
+        cfg = load_config(EggConfig, args.resume)
         cfg.progress = not args.no_progress
         res = run(cfg, resume_dir=args.resume)
     else:
@@ -76,10 +81,6 @@ def _run_egg(args) -> int:
                         num_samples=args.num_samples, pyro_baseline_samples=args.pyro_baseline_samples,
                         seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress)
         res = run(cfg)
-    if "interrupted" in res:
-        print(f"interrupted: {res['interrupted']}; training state saved to {res['train_state']}")
-        print(f"continue with: pyrobnn run egg --resume {res['run_dir']}")
-        return 130 if "SIGINT" in res["interrupted"] else 143
     det, bay, tm = res["deterministic"], res["bayesian"], res["predictive_timing"]
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
@@ -123,14 +124,19 @@ def _boston_parser(sub):
     p.add_argument("--level", type=float, default=0.95, help="credible interval level (default %(default)s)")
     p.add_argument("--drop-b", action="store_true", help="leave out column b (see the README's ethics note)")
     _regression_options(p, 4000)
+    _resume_option(p)
     _common(p)
 
 
 def _run_boston(args) -> int:
+    from experiments import load_config
     from experiments.boston import BostonConfig, run
 
-    res = run(BostonConfig(data=args.data, level=args.level, drop_b=args.drop_b, model=_regression_config(args),
-                           out=args.out))
+    if args.resume:
+        res = run(load_config(BostonConfig, args.resume), resume_dir=args.resume)
+    else:
+        res = run(BostonConfig(data=args.data, level=args.level, drop_b=args.drop_b,
+                               model=_regression_config(args), out=args.out))
     print(f"Boston housing: {res['n_train']} train / {res['n_test']} test")
     print(f"RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
           f"{res['inside_interval']:.1%} of test targets inside their {res['level']:.0%} interval "
@@ -148,14 +154,19 @@ def _uci_parser(sub):
     p.add_argument("--splits", type=int, default=None, help="use the first K splits (default: all)")
     p.add_argument("--data-dir", default=None, help="folder with bostonHousing/, ... (default: $PYROBNN_UCI_DIR)")
     _regression_options(p, 4000)
+    _resume_option(p)
     _common(p)
 
 
 def _run_uci(args) -> int:
+    from experiments import load_config
     from experiments.uci import UCIConfig, run, table
 
-    res = run(UCIConfig(dataset=args.dataset, splits=args.splits, data_dir=args.data_dir,
-                        model=_regression_config(args), out=args.out), progress=not args.no_progress)
+    if args.resume:
+        res = run(load_config(UCIConfig, args.resume), progress=not args.no_progress, resume_dir=args.resume)
+    else:
+        res = run(UCIConfig(dataset=args.dataset, splits=args.splits, data_dir=args.data_dir,
+                            model=_regression_config(args), out=args.out), progress=not args.no_progress)
     print(table([res]), end="")
     print(f"run directory: {res['run_dir']}")
     return 0
@@ -172,6 +183,7 @@ def _mnist_parser(sub):
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all of t10k, or 2000)")
     p.add_argument("--ood-dir", default=None, help="IDX folder whose t10k images are scored as out-of-distribution")
     p.add_argument("--arch", choices=("mlp", "cnn"), default=d.arch, help="network (default %(default)s)")
+    _resume_option(p)
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
     p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
@@ -185,10 +197,15 @@ def _run_mnist(args) -> int:
     for name in ("n_train", "n_test", "epochs", "det_epochs", "num_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
-                          arch=args.arch, epochs=args.epochs,
-                          det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
-                          device=args.device, out=args.out, progress=not args.no_progress))
+    if args.resume:
+        from experiments import load_config
+
+        res = run(load_config(MNISTConfig, args.resume), resume_dir=args.resume)
+    else:
+        res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
+                              arch=args.arch, epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr,
+                              num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
+                              progress=not args.no_progress))
     print(f"{res['n_train']} train / {res['n_test']} test images")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
@@ -225,7 +242,8 @@ def main(argv=None) -> int:
     try:
         return RUNNERS[args.experiment](args)
     except Interrupted as e:
-        print(f"interrupted: {e}; no results written (only `run egg` can --resume so far)", file=sys.stderr)
+        print(f"interrupted: {e}; training state saved in {e.run_dir}", file=sys.stderr)
+        print(f"continue with: pyrobnn run {args.experiment} --resume {e.run_dir}", file=sys.stderr)
         return 130 if e.signal == "SIGINT" else 143
     except (ValueError, FileNotFoundError) as e:
         print(f"pyrobnn: error: {e}", file=sys.stderr)

@@ -8,11 +8,9 @@ Run from the CLI (``pyrobnn run egg --help``) or from a notebook::
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pyro
 import torch
@@ -25,8 +23,9 @@ from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
 from pyrobnn.infer import resolve_device
 from pyrobnn.metrics import classification_report
-from pyrobnn.runs import environment, new_run_dir, write_json
+from pyrobnn.runs import write_json
 
+from . import open_run_dir, stop_if_interrupted
 from .egg_data import SIMULATED_LABEL, load_egg_csv, simulate_eggs, split_last
 
 # The seed's three histogram inputs: CSV rows 590, 638 and 602 of egg_times.csv.
@@ -96,24 +95,12 @@ def _time_pyro_predictive(bnn, guide, x, n) -> float:
     return time.perf_counter() - t0
 
 
-def config_of(run_dir) -> EggConfig:
-    """The EggConfig a run directory was made with (its config.json)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"not a run directory (no config.json): {run_dir}")
-    saved = json.loads(path.read_text())
-    kw = {f.name: saved[f.name] for f in fields(EggConfig) if f.name in saved}
-    kw["hidden"] = tuple(kw.get("hidden", EggConfig.hidden))
-    kw["queries"] = tuple(tuple(q) for q in kw.get("queries", QUERY_EGGS))
-    return EggConfig(**kw)
-
-
 def run(cfg: EggConfig, resume_dir=None) -> dict:
     """Train both models, score them on the hold-out, draw the figures; returns the metrics dict
     (with ``run_dir``) and writes config.json, metrics.json, history.json, *.png and posterior.pt.
 
     The Bayesian training state is kept in ``train_state.pt``: a SIGINT/SIGTERM saves it and
-    returns ``{"interrupted": ...}``; ``resume_dir`` continues that run where it stopped.
+    raises :class:`experiments.Interrupted`; ``resume_dir`` continues that run where it stopped.
     """
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -121,11 +108,8 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
     train_df, test_df = split_last(df, cfg.holdout)
     x_tr, y_tr = _tensors(train_df, device)
     x_te, y_te = _tensors(test_df, device)
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(cfg.out, "egg")
+    run_dir = open_run_dir(cfg, cfg.out, "egg", resume_dir)
     tag = " [SIMULATED]" if simulated else ""
-    if not resume_dir:
-        write_json(run_dir / "config.json", {**asdict(cfg), "source": source, "simulated": simulated,
-                                             "environment": environment()})
 
     # deterministic baseline
     torch.manual_seed(cfg.seed)
@@ -148,9 +132,7 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
                           val_every=max(1, cfg.epochs // 10), seed=cfg.seed, device=device, progress=cfg.progress,
                           checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None)
     train_seconds = time.perf_counter() - t0
-    if history.interrupted:
-        return {"interrupted": history.events[-1], "run_dir": str(run_dir),
-                "train_state": str(run_dir / "train_state.pt")}
+    stop_if_interrupted(history, run_dir)
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     bayes = classification_report(pp.mean_probs(), y_te)
     bayes["mean_predictive_entropy"] = float(pp.predictive_entropy().mean())

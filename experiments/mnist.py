@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -18,11 +18,11 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
-from experiments import stop_if_interrupted
+from experiments import open_run_dir, stop_if_interrupted
 from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
-from pyrobnn.runs import environment, new_run_dir, write_json
+from pyrobnn.runs import write_json
 
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
 PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
@@ -86,10 +86,9 @@ def load_split(cfg: MNISTConfig):
     return x_te[tr].float(), y_te[tr], x_te[te].float(), y_te[te]
 
 
-def run(cfg: MNISTConfig) -> dict:
+def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     x_tr, y_tr, x_te, y_te = load_split(cfg)
-    run_dir = new_run_dir(cfg.out, "mnist")
-    write_json(run_dir / "config.json", {**asdict(cfg), "environment": environment()})
+    run_dir = open_run_dir(cfg, cfg.out, "mnist", resume_dir)
     if cfg.arch not in ("mlp", "cnn"):
         raise ValueError(f"unknown arch {cfg.arch!r}; choose mlp or cnn")
     torch.manual_seed(cfg.seed)
@@ -116,8 +115,9 @@ def run(cfg: MNISTConfig) -> dict:
                        likelihood=pyrobnn.likelihoods.Categorical(10))
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                       seed=cfg.seed, device=cfg.device, progress=cfg.progress)
-    stop_if_interrupted(hist)
+                       seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                       checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None)
+    stop_if_interrupted(hist, run_dir)
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     probs = pp.mean_probs()
 

@@ -9,7 +9,6 @@ import pyro
 import torch
 
 import pyrobnn
-from experiments import stop_if_interrupted
 from models.regression import MLPRegressor
 from pyrobnn import likelihoods, metrics, priors
 
@@ -39,8 +38,10 @@ def standardisation(y: torch.Tensor) -> tuple[float, float]:
     return float(y.mean()), std
 
 
-def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, progress: bool = False):
-    """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history)."""
+def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, progress: bool = False,
+                  checkpoint=None, resume: bool = False):
+    """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history).
+    ``checkpoint`` / ``resume`` as in :func:`pyrobnn.fit`."""
     pyro.clear_param_store()
     torch.manual_seed(cfg.seed)
     y_mean, y_std = standardisation(y_tr)
@@ -59,8 +60,8 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     epochs = max(1, round(cfg.steps / math.ceil(n / bs)))
     hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
                        num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=progress,
-                       optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps))
-    stop_if_interrupted(hist)
+                       optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps),
+                       checkpoint=checkpoint, resume=resume)
     return bnn, guide, (y_mean, y_std), hist
 
 

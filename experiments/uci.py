@@ -6,16 +6,18 @@ standard error over splits of test RMSE and test log-likelihood, in the original
 """
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pyrobnn.runs import environment, new_run_dir, write_json
+from pyrobnn.runs import write_json
 
+from . import open_run_dir, stop_if_interrupted
 from .regression import RegressionConfig, evaluate, fit_regressor
 
 FOLDERS = {"boston": "bostonHousing", "concrete": "concrete", "energy": "energy", "kin8nm": "kin8nm",
@@ -76,21 +78,25 @@ def _mean_se(values) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
 
 
-def run(cfg: UCIConfig, progress: bool = False) -> dict:
+def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
     folder = data_folder(cfg)
     x, y, n_splits = load(folder)
     k_max = n_splits if cfg.splits is None else int(cfg.splits)
     if not 1 <= k_max <= n_splits:
         raise ValueError(f"splits must be between 1 and {n_splits} for {cfg.dataset}; got {cfg.splits}")
     model = cfg.model if cfg.dataset != "protein" or cfg.model.hidden != (50,) else replace(cfg.model, hidden=(100,))
-    run_dir = new_run_dir(cfg.out, f"uci-{cfg.dataset}")
-    write_json(run_dir / "config.json", {**asdict(cfg), "model": asdict(model), "environment": environment()})
-    per_split = []
-    for k in range(k_max):
+    run_dir = open_run_dir(replace(cfg, model=model), cfg.out, f"uci-{cfg.dataset}", resume_dir)
+    done = run_dir / "splits.json"  # finished splits, kept as they finish so a resume skips them
+    per_split = json.loads(done.read_text()) if resume_dir and done.is_file() else []
+    for k in range(len(per_split), k_max):
         tr, te = split(folder, k)
-        bnn, guide, scaling, _ = fit_regressor(x[tr], y[tr], replace(model, seed=model.seed + k))
+        bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], replace(model, seed=model.seed + k),
+                                                  checkpoint=run_dir / f"train_state_{k}.pt",
+                                                  resume=resume_dir is not None)
+        stop_if_interrupted(hist, run_dir)
         rep, _ = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed)
         per_split.append({"split": k, **{m: v for m, v in rep.items() if m != "calibration"}})
+        write_json(done, per_split)
         if progress:
             print(f"  split {k}: RMSE {rep['rmse']:.3f}  LL {rep['log_likelihood']:.3f}", flush=True)
     rmse, ll = _mean_se([s["rmse"] for s in per_split]), _mean_se([s["log_likelihood"] for s in per_split])

@@ -192,3 +192,35 @@ def test_other_experiments_stop_cleanly_on_a_signal_without_writing_results(tmp_
     assert "interrupted: SIGINT" in capsys.readouterr().err
     (run_dir,) = (tmp_path / "boston").iterdir()
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_boston_sigint_then_resume_matches_a_straight_run(tmp_path, capsys, monkeypatch):
+    import pyrobnn.infer as infer
+    from tests.conftest import data_file
+
+    csv = data_file("boston_housing/BostonHousing.csv")
+    args = ["run", "boston", "--data", str(csv), "--steps", "60", "--num-samples", "200", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    (ref_dir,) = (tmp_path / "b" / "boston").iterdir()
+
+    calls = {"n": 0}
+    real_step = torch.optim.Optimizer.zero_grad
+
+    def zero_grad_then_signal(self, *a, **k):  # a real SIGINT after the 25th optimiser step
+        calls["n"] += 1
+        if calls["n"] == 25:
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "zero_grad", zero_grad_then_signal)
+    assert main([*args, "--out", str(tmp_path / "a")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: SIGINT" in err and "continue with: pyrobnn run boston --resume" in err
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "a" / "boston").iterdir()
+    assert (run_dir / "train_state.pt").is_file() and not (run_dir / "metrics.json").exists()
+    assert main(["run", "boston", "--resume", str(run_dir), "--no-progress"]) == 0
+    a = json.loads((run_dir / "metrics.json").read_text())
+    b = json.loads((ref_dir / "metrics.json").read_text())
+    for key in ("rmse", "log_likelihood", "coverage_95"):
+        assert a[key] == pytest.approx(b[key], abs=1e-5)
