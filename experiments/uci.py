@@ -97,6 +97,7 @@ def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
         rep, _ = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed)
         per_split.append({"split": k, **{m: v for m, v in rep.items() if m != "calibration"}})
         write_json(done, per_split)
+        (run_dir / f"train_state_{k}.pt").unlink(missing_ok=True)  # the split's result is safe in splits.json
         if progress:
             print(f"  split {k}: RMSE {rep['rmse']:.3f}  LL {rep['log_likelihood']:.3f}", flush=True)
     rmse, ll = _mean_se([s["rmse"] for s in per_split]), _mean_se([s["log_likelihood"] for s in per_split])
