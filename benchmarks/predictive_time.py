@@ -9,7 +9,6 @@ B: MNIST-size MLP 784-400-400-10, 100 draws over 10,000 inputs, pyrobnn.predict 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -17,12 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import Predictive  # noqa: E402
 
 import pyrobnn  # noqa: E402
-from benchmarks.step_time import mlp  # noqa: E402
+from benchmarks.step_time import mlp, parse_bench_args  # noqa: E402
 
 
 def median_time(fn, repeats):
@@ -36,13 +34,7 @@ def median_time(fn, repeats):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pyro-draws", type=int, default=500)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    pyro.enable_validation(False)
+    args = parse_bench_args(__doc__, argv, repeats=5, pyro_draws=500)
 
     bnn = pyrobnn.lift(mlp([2, 32, 32, 3]))
     guide = pyrobnn.MeanFieldNormal(bnn)

@@ -139,15 +139,22 @@ def time_steps(step, n_steps):
     return (time.perf_counter() - t0) / n_steps * 1e3
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=60)
+def parse_bench_args(doc, argv, repeats, **extra):
+    """The options every benchmark shares (--repeats, --threads) plus ``extra`` int options; sets the
+    thread count and turns Pyro's validation off, as training does."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=repeats)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--particles", type=int, default=1)
+    for name, default in extra.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
+    return args
+
+
+def main(argv=None):
+    args = parse_bench_args(__doc__, argv, repeats=7, steps=60, particles=1)
     for net, (sizes, batch, n) in NETS.items():
         impls = makers(sizes, batch, n, args.particles)
         steps = {name: make() for name, make in impls.items()}
