@@ -5,6 +5,8 @@
     pyrobnn run boston --data BostonHousing.csv
     pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
   pyrobnn run mnist --data-dir ../shared/data/mnist
+    pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
+    pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ EXPERIMENTS = {
     "boston": "seed 004: Bayesian regression on Boston housing with credible intervals",
     "uci": "UCI regression benchmark (20 standard splits) beside published VI / PBP / MC dropout",
     "mnist": "seed 002: Bayes-by-Backprop MLP or LeNet CNN on MNIST-format images: referral, calibration, OOD",
+    "stocks": "seed 003: Bayesian LSTM forecasting daily closes 7 days ahead with credible bands",
+    "sentiment": "seed 000: Bayesian LSTM sentiment classifier with referral and out-of-domain checks",
 }
 
 EPILOG = """examples:
@@ -28,6 +32,8 @@ EPILOG = """examples:
   pyrobnn run boston --data ../shared/data/boston_housing/BostonHousing.csv
   pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
   pyrobnn run mnist --data-dir ../shared/data/mnist
+  pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
+  pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
 
 exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
@@ -220,8 +226,102 @@ def _run_mnist(args) -> int:
     return 0
 
 
-PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser, "mnist": _mnist_parser}
-RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci, "mnist": _run_mnist}
+def _stocks_parser(sub):
+    from experiments.stocks import StockConfig
+
+    d = StockConfig()
+    p = sub.add_parser("stocks", help=EXPERIMENTS["stocks"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with <TICKER>_2006-01-01_to_2018-01-01.csv "
+                        "(default: $PYROBNN_STOCK_DIR, else SIMULATED)")
+    p.add_argument("--tickers", nargs="+", default=list(d.tickers), help="tickers (default %(default)s)")
+    p.add_argument("--horizon", type=int, default=d.horizon, help="trading days ahead (default %(default)s)")
+    p.add_argument("--window", type=int, default=d.window, help="days in each input window (default %(default)s)")
+    p.add_argument("--test-days", type=int, default=d.test_days, help="final days held out (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--homoscedastic", action="store_true", help="one learned noise level instead of a predicted one")
+    p.add_argument("--level", type=float, default=d.level, help="band level (default %(default)s)")
+    p.add_argument("--k-std", type=float, default=d.k_std, help="k of the mean +- k std band (default %(default)s)")
+    p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
+    _resume_option(p)
+    _common(p)
+
+
+def _run_stocks(args) -> int:
+    from experiments import load_config
+    from experiments.stocks import StockConfig, run
+
+    if args.resume:
+        cfg = load_config(StockConfig, args.resume)
+        cfg.progress = not args.no_progress
+        res = run(cfg, resume_dir=args.resume)
+    else:
+        res = run(StockConfig(data_dir=args.data_dir, tickers=tuple(args.tickers), horizon=args.horizon,
+                              window=args.window, test_days=args.test_days, epochs=args.epochs, lr=args.lr,
+                              heteroscedastic=not args.homoscedastic, level=args.level, k_std=args.k_std,
+                              num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
+                              progress=not args.no_progress))
+    print(f"{'series':<11}{'test period':>25}{'RMSE':>9}{'naive':>9}{'band cover':>12}{'k-std cover':>13}")
+    for tk, r in res["tickers"].items():
+        print(f"{tk:<11}{r['test_from'] + ' .. ' + r['test_to']:>25}{r['rmse']:>9.2f}{r['rmse_naive_last_value']:>9.2f}"
+              f"{r['coverage_quantile_band']:>12.3f}{r['coverage_k_std_band']:>13.3f}")
+    print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+def _sentiment_parser(sub):
+    from experiments.sentiment import SOURCES, SentimentConfig
+
+    d = SentimentConfig()
+    p = sub.add_parser("sentiment", help=EXPERIMENTS["sentiment"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the three *_labelled.txt files (default: $PYROBNN_SENTIMENT_DIR, else simulated)")
+    p.add_argument("--ood-source", choices=sorted(SOURCES), default=d.ood_source,
+                   help="source held out for the out-of-domain check (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
+    p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (default %(default)s)")
+    p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
+    _resume_option(p)
+    _common(p)
+
+
+def _run_sentiment(args) -> int:
+    from experiments import load_config
+    from experiments.sentiment import SentimentConfig, run
+
+    for name in ("epochs", "det_epochs", "num_samples"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.resume:
+        cfg = load_config(SentimentConfig, args.resume)
+        cfg.progress = not args.no_progress
+        res = run(cfg, resume_dir=args.resume)
+    else:
+        res = run(SentimentConfig(data_dir=args.data_dir, ood_source=args.ood_source, epochs=args.epochs,
+                                  det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples,
+                                  seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress))
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
+    print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
+    for name in ("deterministic", "bayesian"):
+        m = res[name]
+        print(f"{name:<14}{m['accuracy']:>10.3f}{m['nll']:>8.3f}{m['brier']:>8.3f}{m['ece']:>8.3f}")
+    print(f"{'out-of-domain check':<30}{'accuracy':>9}{'entropy':>9}{'MI':>8}{'AUROC H':>9}{'AUROC MI':>10}")
+    for name, r in res["out_of_domain"].items():
+        au = [f"{r[k]:.3f}" if k in r else "-" for k in ("auroc_entropy", "auroc_mutual_information")]
+        print(f"{name:<30}{r['accuracy']:>9.3f}{r['mean_entropy']:>9.3f}{r['mean_mutual_information']:>8.3f}"
+              f"{au[0]:>9}{au[1]:>10}")
+    print(f"run directory: {res['run_dir']}")
+    return 0
+
+
+PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser, "mnist": _mnist_parser,
+           "stocks": _stocks_parser, "sentiment": _sentiment_parser}
+RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci, "mnist": _run_mnist, "stocks": _run_stocks,
+           "sentiment": _run_sentiment}
 
 
 def main(argv=None) -> int:

@@ -49,6 +49,23 @@ def check_features(x, n_features: int | None = None, name: str = "X") -> torch.T
     return x
 
 
+def check_tokens(x, vocab_size: int, name: str = "X") -> torch.Tensor:
+    """An integer tensor of token ids in [0, vocab_size) with at least one row."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.array(x))
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids for the net's Embedding; got dtype {x.dtype}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be [rows, ...] token ids with at least one row; got shape {tuple(x.shape)}")
+    bad = (x < 0) | (x >= vocab_size)
+    if bad.any():
+        row = _first_bad(bad)
+        raise ValueError(f"{name} has token ids outside [0, {vocab_size}) (first at row {row}, value "
+                         f"{int(x[bad][0])})")
+    return x.long()
+
+
 def check_labels(y, num_classes: int | None = None, n_rows: int | None = None, name: str = "labels") -> torch.Tensor:
     """Integer class labels in [0, num_classes), 1-D, one per row."""
     if isinstance(y, (pd.Series, pd.DataFrame)):

@@ -14,6 +14,7 @@ epoch, names the step and the site that went bad, and retries with a lower learn
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -35,6 +36,7 @@ from . import rng
 from .checkpoint import atomic_save, model_state, read_checkpoint, restore_model_state
 from .fastelbo import MeanFieldELBO, supports
 from .lift import BayesianNet
+from .recurrent import CarriedState
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
@@ -88,10 +90,16 @@ class History:
 
 
 class _Batches:
-    """Minibatches from (X, y) tensors (index slicing, resumable mid-epoch) or from a DataLoader."""
+    """Minibatches from (X, y) tensors (index slicing, resumable mid-epoch) or from a DataLoader.
 
-    def __init__(self, bnn: BayesianNet, data, batch_size, device):
-        self.bnn, self.loader, self.device = bnn, None, device
+    With ``tbptt=k`` (truncated BPTT), X is ``[N, T, ...]`` sequences and y ``[N, T]`` per-step
+    targets: each minibatch of sequences is visited chunk by chunk (k steps each, in order, the
+    recurrent state carried by ``carry``), y flattened to rows, and the data size is N*T steps,
+    so the KL counts once per minibatch and truncated sequence (Fortunato et al. 2017: 1/(B*C)).
+    """
+
+    def __init__(self, bnn: BayesianNet, data, batch_size, device, tbptt: int | None = None, carry=None):
+        self.bnn, self.loader, self.device, self.tbptt, self.carry = bnn, None, device, tbptt, carry
         if isinstance(data, torch.utils.data.DataLoader):
             self.loader = data
             self.size = len(data.dataset)
@@ -100,19 +108,34 @@ class _Batches:
             return
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
             raise TypeError("data must be an (X, y) pair of tensors or a torch DataLoader")
-        x, y = bnn.check_inputs(*data)
+        if tbptt:
+            x, y = self._sequences(*data)
+        else:
+            x, y = bnn.check_inputs(*data)
         self.x, self.y = x.to(device), y.to(device)
-        self.size = x.shape[0]
+        self.size = self.n_rows = x.shape[0]
         self.batch_size = self.size if batch_size is None else int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if self.batch_size > self.size:
             raise ValueError(f"batch_size {self.batch_size} is larger than the data ({self.size} rows)")
+        if tbptt:
+            self.size = x.shape[0] * x.shape[1]  # the likelihood's rows are time steps
+
+    def _sequences(self, x, y):
+        x = self.bnn.check_inputs(x)[0]
+        y = torch.as_tensor(y)
+        if x.dim() < 2 or y.dim() != 2 or tuple(y.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"tbptt needs X [sequences, steps, ...] and y [sequences, steps]; got X "
+                             f"{tuple(x.shape)} and y {tuple(y.shape)}")
+        if not 1 <= self.tbptt <= x.shape[1]:
+            raise ValueError(f"tbptt must lie in [1, {x.shape[1]}] (the sequence length); got {self.tbptt}")
+        return x, self.bnn.likelihood.check(y.reshape(-1), y.numel()).reshape(y.shape)
 
     def new_order(self):
-        if self.loader is not None or self.batch_size == self.size:
+        if self.loader is not None or self.batch_size == self.n_rows:
             return None
-        return torch.randperm(self.size)
+        return torch.randperm(self.n_rows)
 
     def iterate(self, order, start: int = 0):
         """(step, x, y) from step ``start`` on, in ``order`` (a permutation, or None = as stored)."""
@@ -122,14 +145,24 @@ class _Batches:
                     xb, yb = self.bnn.check_inputs(xb, yb)
                     yield i, xb.to(self.device), yb.to(self.device)
             return
-        for i, lo in enumerate(range(0, self.size, self.batch_size)):
-            if i < start:
-                continue
+        chunks = range(0, self.x.shape[1], self.tbptt) if self.tbptt else [None]
+        i = -1
+        for lo in range(0, self.n_rows, self.batch_size):
             if order is None:
-                yield i, self.x[lo:lo + self.batch_size], self.y[lo:lo + self.batch_size]
+                xb, yb = self.x[lo:lo + self.batch_size], self.y[lo:lo + self.batch_size]
             else:
                 idx = order[lo:lo + self.batch_size].to(self.device)
-                yield i, self.x[idx], self.y[idx]
+                xb, yb = self.x[idx], self.y[idx]
+            for c in chunks:
+                i += 1
+                if i < start:
+                    continue
+                if c is None:
+                    yield i, xb, yb
+                    continue
+                if c == 0:
+                    self.carry.reset()
+                yield i, xb[:, c:c + self.tbptt], yb[:, c:c + self.tbptt].reshape(-1)
 
 
 def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
@@ -207,7 +240,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
         checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
         retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True,
-        estimator: str = "reparam") -> History:
+        estimator: str = "reparam", tbptt: int | None = None) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
@@ -220,6 +253,11 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     estimator as TraceMeanField_ELBO without Pyro's tracing (:mod:`pyrobnn.fastelbo`).
     estimator: ``"reparam"`` (whole weight sets), ``"local"`` (local reparameterisation) or
     ``"flipout"`` for Linear/Conv nets (:mod:`pyrobnn.estimators`).
+    tbptt: truncated backpropagation through time in chunks of this many steps, for a recurrent net
+    on ``(X [N, T, ...], y [N, T])`` whose output has one row per (sequence, step) in row-major order
+    (e.g. ``logits.reshape(-1, C)``); one weight sample per minibatch and chunk, the recurrent state
+    carried across the chunks of a minibatch (detached), the KL weighted once per minibatch and
+    chunk. Needs one particle and the plain estimator.
     checkpoint / checkpoint_every / resume: see the module docstring. Returns a :class:`History`
     (``history.interrupted`` is True if a signal stopped training; the state is then saved).
     """
@@ -250,9 +288,18 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if estimator != "reparam" or (
             fast and loss == "meanfield" and (vectorize_particles or num_particles == 1) and supports(bnn, guide)):
         elbo = MeanFieldELBO(num_particles, estimator)  # the same estimator without Pyro's tracing (tested equal)
-    batches = _Batches(bnn, data, batch_size, dev)
+    carry = None
+    if tbptt is not None:
+        if num_particles != 1 or estimator != "reparam" or isinstance(data, torch.utils.data.DataLoader):
+            raise ValueError("tbptt needs num_particles=1, estimator='reparam' and (X, y) tensors")
+        carry = CarriedState(bnn.net)
+    batches = _Batches(bnn, data, batch_size, dev, tbptt, carry)
     if val_data is not None:
-        val_x, val_y = bnn.check_inputs(*val_data, name="val X")
+        if tbptt is not None:  # sequences scored whole, per-step targets as rows
+            val_x, val_y = bnn.check_inputs(val_data[0], name="val X")[0], torch.as_tensor(val_data[1]).reshape(-1)
+            val_y = bnn.likelihood.check(val_y, val_y.numel())
+        else:
+            val_x, val_y = bnn.check_inputs(*val_data, name="val X")
         val_x, val_y = val_x.to(dev), val_y.to(dev)
 
     with rng.preserved():
@@ -276,7 +323,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
 
     retries = int(max_retries)
     bar = tqdm(range(epoch0, int(epochs) + 1), disable=not progress, desc="SVI", leave=False)
-    with pyro.validation_enabled(validate_model), _StopSignal() as stop:
+    with pyro.validation_enabled(validate_model), _StopSignal() as stop, carry or contextlib.nullcontext():
         for epoch in bar:
             while True:  # one epoch; repeated (at a lower lr) if the divergence guard fires
                 t0 = time.perf_counter()

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .data import check_features
+from .data import check_features, check_tokens
 from .likelihoods import Likelihood, make_likelihood
 from .priors import Normal, Prior, make_prior
+from .recurrent import unfused_recurrence
 
 
 def _resolve_priors(net: nn.Module, default: Prior | None, overrides: dict) -> dict[str, Prior | None]:
@@ -63,6 +64,7 @@ class BayesianNet(nn.Module):
         for name, (shape, p) in self.likelihood.latents().items():  # e.g. an inferred noise scale
             self.priors[name], self.shapes[name] = p, torch.Size(shape)
         self.n_features = n_features if n_features is not None else _infer_in_features(net)
+        self.vocab_size = _token_input(net)
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -109,7 +111,9 @@ class BayesianNet(nn.Module):
         """Run the net with ``weights``; leading sample dims of the weights lead the output.
 
         weights[name] has shape ``[*lead, *param_shape]`` with the same ``lead`` for all (or
-        broadcastable); the output is ``[*lead, *net(x).shape]``.
+        broadcastable); the output is ``[*lead, *net(x).shape]``. With no leading dims the net runs
+        as it is (fused LSTM/GRU kernels included); with them, LSTM/GRU layers run their written-out
+        recurrence (:mod:`pyrobnn.recurrent`), which ``vmap`` can batch.
         """
         weights = {k: weights[k] for k in self.net_sites if k in weights}
         leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
@@ -117,7 +121,8 @@ class BayesianNet(nn.Module):
         if len(lead) == 0:
             return functional_call(self.net, weights, (x,))
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
-        out = vmap(lambda p: functional_call(self.net, p, (x,)), randomness="different")(flat)
+        with unfused_recurrence(self.net):
+            out = vmap(lambda p: functional_call(self.net, p, (x,)), randomness="different")(flat)
         return out.reshape(*lead, *out.shape[1:])
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
@@ -135,7 +140,10 @@ class BayesianNet(nn.Module):
 
     # --- input checks ----------------------------------------------------------------------------
     def check_inputs(self, x, y=None, name: str = "X"):
-        x = check_features(x, self.n_features, name)
+        if self.vocab_size is not None:
+            x = check_tokens(x, self.vocab_size, name)
+        else:
+            x = check_features(x, self.n_features, name)
         if y is not None:
             y = self.likelihood.check(y, x.shape[0])
         return x, y
@@ -147,6 +155,16 @@ def _infer_in_features(net: nn.Module) -> int | None:
         if isinstance(m, nn.Linear):
             return m.in_features
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.Embedding)):
+            return None
+    return None
+
+
+def _token_input(net: nn.Module) -> int | None:
+    """The vocabulary size when the net's first layer is an Embedding (its input is token ids)."""
+    for m in net.modules():
+        if isinstance(m, nn.Embedding):
+            return m.num_embeddings
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)):
             return None
     return None
 

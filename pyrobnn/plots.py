@@ -204,3 +204,32 @@ def score_histograms(scores: dict, in_label: str, out_label: str):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def forecast_band(dates, series, pred_dates, mean, lower, upper, title: str = "", zoom: bool = False,
+                  k_std=None):
+    """A series with forecasts over its final period: the predictive mean, its quantile band and,
+    with ``k_std=(k, std)``, the mean +- k std band (seed 003's plots). ``zoom`` shows the
+    forecast period only."""
+    dates, series = np.asarray(dates), _np(series)
+    pred_dates, mean, lower, upper = np.asarray(pred_dates), _np(mean), _np(lower), _np(upper)
+    fig, ax = plt.subplots(figsize=(11 if not zoom else 9, 4.8))
+    keep = dates >= pred_dates[0] if zoom else np.ones(len(dates), bool)
+    ax.plot(dates[keep], series[keep], color="black", lw=0.8, label="close")
+    ax.fill_between(pred_dates, lower, upper, color="tab:blue", alpha=0.3, label="predictive quantile band")
+    if k_std is not None:
+        k, std = k_std[0], _np(k_std[1])
+        ax.plot(pred_dates, mean - k * std, color="tab:orange", lw=0.7, ls="--", label=f"mean \u00b1 {k:g} std")
+        ax.plot(pred_dates, mean + k * std, color="tab:orange", lw=0.7, ls="--")
+    ax.plot(pred_dates, mean, color="tab:blue", lw=1.0, label="predictive mean")
+    if zoom:
+        outside = (series[keep] < np.interp(dates[keep].astype("int64"), pred_dates.astype("int64"), lower)) | \
+                  (series[keep] > np.interp(dates[keep].astype("int64"), pred_dates.astype("int64"), upper))
+        ax.scatter(dates[keep][outside], series[keep][outside], color="tab:red", s=12, zorder=3,
+                   label=f"outside the band ({int(outside.sum())})")
+    ax.set_ylabel("price ($)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig

@@ -195,7 +195,6 @@ def test_other_experiments_stop_cleanly_on_a_signal_without_writing_results(tmp_
 
 
 def test_boston_sigint_then_resume_matches_a_straight_run(tmp_path, capsys, monkeypatch):
-    import pyrobnn.infer as infer
     from tests.conftest import data_file
 
     csv = data_file("boston_housing/BostonHousing.csv")

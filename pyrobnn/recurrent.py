@@ -1,0 +1,167 @@
+"""Vectorisable LSTM and GRU: the gate equations written out.
+
+``nn.LSTM`` and ``nn.GRU`` run a fused ATen kernel that has no ``vmap`` batching rule, so a lifted
+net that contains them could not be run on a batch of weight samples. :func:`unfused_recurrence`
+replaces, for the duration of a block, the ``forward`` of every LSTM/GRU module in a net with the
+same recurrence written as plain matrix products. It reads the module's own parameters under their
+own names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0`` ...), so ``functional_call``
+swaps in sampled weights exactly as for a Linear layer, and it returns what torch returns
+(``output, h_n`` / ``output, (h_n, c_n)``) for multi-layer, bidirectional, batch-first or not,
+batched or unbatched input, with or without projections. The test suite checks it against torch's
+kernels to 1e-5.
+
+The weights are read once per call, so one weight sample is held fixed across every step of the
+sequence (Fortunato et al. 2017).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence
+
+RECURRENT = (nn.LSTM, nn.GRU)
+
+
+def _lstm_cell(gx, h, c, w_hh, b_hh, w_hr):
+    gates = gx + F.linear(h, w_hh, b_hh)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    if w_hr is not None:
+        h = F.linear(h, w_hr)
+    return h, c
+
+
+def _gru_cell(gx, h, w_hh, b_hh):
+    gh = F.linear(h, w_hh, b_hh)
+    xr, xz, xn = gx.chunk(3, dim=-1)
+    hr, hz, hn = gh.chunk(3, dim=-1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
+
+
+def _run_direction(m, x, layer, suffix, h, c, reverse):
+    """One layer, one direction over time-major ``x`` [T, B, F]; returns outputs [T, B, H] and the
+    final state."""
+    get = lambda name: getattr(m, f"{name}_l{layer}{suffix}", None)  # noqa: E731
+    w_ih, w_hh, b_ih, b_hh = get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+    gx = F.linear(x, w_ih, b_ih)  # the input projection of every step at once
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    outs = [None] * x.shape[0]
+    if isinstance(m, nn.LSTM):
+        w_hr = get("weight_hr")
+        for t in steps:
+            h, c = _lstm_cell(gx[t], h, c, w_hh, b_hh, w_hr)
+            outs[t] = h
+    else:
+        for t in steps:
+            h = _gru_cell(gx[t], h, w_hh, b_hh)
+            outs[t] = h
+    return torch.stack(outs), h, c
+
+
+def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
+    """What ``m(x, hx)`` returns, computed from ``m``'s parameters with plain tensor ops."""
+    if isinstance(x, PackedSequence):
+        raise ValueError(f"{type(m).__name__}: packed sequences are not supported in a lifted net; pad the "
+                         "batch and pick each row's last real step (see models/sentiment.py)")
+    is_lstm = isinstance(m, nn.LSTM)
+    unbatched = x.dim() == 2
+    if unbatched:
+        x = x.unsqueeze(1)
+    elif m.batch_first:
+        x = x.transpose(0, 1)
+    dirs = 2 if m.bidirectional else 1
+    n_states, batch = m.num_layers * dirs, x.shape[1]
+    out_size = m.proj_size if is_lstm and m.proj_size > 0 else m.hidden_size
+    if hx is None:
+        h0 = x.new_zeros(n_states, batch, out_size)
+        c0 = x.new_zeros(n_states, batch, m.hidden_size) if is_lstm else None
+    else:
+        h0, c0 = hx if is_lstm else (hx, None)
+        if unbatched:
+            h0, c0 = h0.unsqueeze(1), (c0.unsqueeze(1) if c0 is not None else None)
+    h_n, c_n, layer_in = [], [], x
+    for layer in range(m.num_layers):
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            out, h, c = _run_direction(m, layer_in, layer, "_reverse" if d else "", h0[k],
+                                       c0[k] if is_lstm else None, reverse=bool(d))
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_in = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+        if m.dropout and m.training and layer < m.num_layers - 1:
+            layer_in = F.dropout(layer_in, m.dropout, training=True)
+    h_n = torch.stack(h_n)
+    out = layer_in
+    if unbatched:
+        out, h_n = out.squeeze(1), h_n.squeeze(1)
+    elif m.batch_first:
+        out = out.transpose(0, 1)
+    if not is_lstm:
+        return out, h_n
+    c_n = torch.stack(c_n)
+    return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
+
+
+def has_recurrence(net: nn.Module) -> bool:
+    return any(isinstance(m, RECURRENT) for m in net.modules())
+
+
+@contextmanager
+def unfused_recurrence(net: nn.Module):
+    """Within the block every ``nn.LSTM`` / ``nn.GRU`` inside ``net`` runs :func:`recurrent_forward`."""
+    patched = []
+    try:
+        for m in net.modules():
+            if isinstance(m, RECURRENT):
+                patched.append((m, m.__dict__.get("forward")))  # e.g. a CarriedState wrapper
+                m.forward = lambda x, hx=None, _m=m: recurrent_forward(_m, x, hx)
+        yield
+    finally:
+        for m, previous in patched:
+            del m.forward
+            if previous is not None:
+                m.forward = previous
+
+
+class CarriedState:
+    """Truncated BPTT state carry: inside ``with CarriedState(net) as carry:``, every LSTM/GRU of
+    ``net`` called without an explicit state starts from the (detached) final state of its previous
+    call, so consecutive chunks of one batch of sequences continue each other while gradients stop
+    at chunk boundaries. ``carry.reset()`` starts fresh sequences (zero state). Works on the net's
+    own forward (one weight sample); a state cannot be carried across vectorised weight samples."""
+
+    def __init__(self, net: nn.Module):
+        self.modules = [m for m in net.modules() if isinstance(m, RECURRENT)]
+        if not self.modules:
+            raise ValueError("truncated BPTT needs a net with an nn.LSTM or nn.GRU")
+        self.state: dict[int, object] = {}
+
+    def reset(self) -> None:
+        self.state.clear()
+
+    def _forward(self, m, original):
+        def forward(x, hx=None):
+            if hx is None:
+                hx = self.state.get(id(m))
+            out, new = original(x, hx)
+            self.state[id(m)] = tuple(s.detach() for s in new) if isinstance(new, tuple) else new.detach()
+            return out, new
+        return forward
+
+    def __enter__(self):
+        for m in self.modules:
+            m.forward = self._forward(m, m.forward)
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.modules:
+            del m.forward
+        self.reset()
