@@ -10,7 +10,7 @@ if [ ! -x .venv-bench/bin/python ]; then
     .venv-bench/bin/pip install -q "torch==2.13.0" || .venv-bench/bin/pip install -q "torch>=2.2"
     .venv-bench/bin/pip install -q -e .
     # --no-deps: their declared dependencies (e.g. torchvision) would pull another torch build
-    .venv-bench/bin/pip install -q --no-deps blitz-bayesian-pytorch bayesian-torch || echo "note: could not install BLiTZ / bayesian-torch"
+    .venv-bench/bin/pip install -q --no-deps blitz-bayesian-pytorch bayesian-torch tyxe || echo "note: could not install BLiTZ / bayesian-torch / TyXe"
 fi
 .venv-bench/bin/python benchmarks/step_time.py "$@"
 .venv-bench/bin/python benchmarks/predictive_time.py

@@ -3,11 +3,13 @@ measured in one process with the implementations alternated; prints a table with
 
     .venv/bin/python benchmarks/step_time.py [--repeats 7] [--steps 60] [--threads 2]
 
-Nets: A = egg MLP 2-32-32-3, batch 64; B = MNIST-size MLP 784-400-400-10, batch 128.
+Nets: A = egg MLP 2-32-32-3, batch 64; B = MNIST-size MLP 784-400-400-10, batch 128;
+C = LSTM(1 -> 10) + Linear(10 -> 1) on sequences of 21 steps, batch 64, Gaussian likelihood.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -21,11 +23,13 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pyrobnn  # noqa: E402
-from benchmarks.bbb import BBBMLP  # noqa: E402
+from benchmarks.bbb import BBBMLP, BBBLSTMRegressor, regression_loss  # noqa: E402
 from benchmarks.bbb import loss as bbb_loss
+from models.sequence import LSTMForecaster  # noqa: E402
 from pyrobnn.fastelbo import MeanFieldELBO  # noqa: E402
 
-NETS = {"A": ([2, 32, 32, 3], 64, 1000), "B": ([784, 400, 400, 10], 128, 10000)}
+NETS = {"A": ([2, 32, 32, 3], 64, 1000), "B": ([784, 400, 400, 10], 128, 10000), "C": (None, 64, 2700)}
+SEQ_LEN = 21
 
 
 def mlp(sizes):
@@ -117,6 +121,20 @@ def makers(sizes, batch, n, particles):
         others["bayesian-torch 0.5.0 (reparameterisation)"] = bayesian_torch
     except ImportError as e:
         print(f"note: bayesian-torch row skipped ({e})")
+    try:  # TyXe (benchmark environment only), with a one-line shim for pyro >= 1.9
+        import tyxe
+
+        def tyxe_step():
+            pyro.clear_param_store()
+            if not hasattr(pyro.util, "deep_getattr"):  # removed from pyro.util in pyro 1.9
+                pyro.util.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
+            bnn = tyxe.VariationalBNN(mlp(sizes), tyxe.priors.IIDPrior(pyro.distributions.Normal(0.0, 1.0)),
+                                      tyxe.likelihoods.Categorical(n), tyxe.guides.AutoNormal)
+            svi = pyro.infer.SVI(bnn.model, bnn.guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO(**vec))
+            return lambda: svi.step(x, y)
+        others["TyXe 0.1.x (AutoNormal, shim for pyro 1.9)"] = tyxe_step
+    except ImportError as e:
+        print(f"note: TyXe row skipped ({e})")
     return {
         "deterministic torch": deterministic,
         "hand-written BBB (torch)": bbb,
@@ -126,6 +144,88 @@ def makers(sizes, batch, n, particles):
         "pyrobnn fast, 8 vectorised particles": pyrobnn_step(lambda: MeanFieldELBO(num_particles=8)),
         "pyrobnn fast, local reparameterisation": pyrobnn_step(
             lambda: MeanFieldELBO(num_particles=particles, estimator="local")),
+        **others,
+    }
+
+
+def lstm_makers(batch, n, particles):
+    """Net C: the stock forecaster of seed 003."""
+    x, y = torch.randn(batch, SEQ_LEN, 1), torch.randn(batch)
+    vec = dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+
+    def deterministic():
+        net = LSTMForecaster(10)
+        return adam_step(net.parameters(), lambda: 0.5 * ((net(x).squeeze(-1) - y) ** 2).sum())
+
+    def bbb():
+        model = BBBLSTMRegressor(10)
+        return adam_step(model.parameters(), lambda: regression_loss(model, x, y, n))
+
+    def pyrobnn_step(elbo_factory):
+        def make():
+            pyro.clear_param_store()
+            bnn = pyrobnn.lift(LSTMForecaster(10), likelihood=pyrobnn.likelihoods.Normal(scale=1.0))
+            guide = pyrobnn.MeanFieldNormal(bnn)
+            elbo = elbo_factory()
+            return adam_step(guide.parameters(), lambda: elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n))
+        return make
+
+    others = {}
+    try:
+        from blitz.modules import BayesianLSTM
+        from blitz.utils import variational_estimator
+
+        def blitz():
+            @variational_estimator
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.lstm, self.head = BayesianLSTM(1, 10), nn.Linear(10, 1)
+
+                def forward(self, h):
+                    return self.head(self.lstm(h)[0][:, -1]).squeeze(-1)
+
+            net = Net()
+            crit = lambda a, b: 0.5 * ((a - b) ** 2).sum()  # noqa: E731
+            return adam_step(net.parameters(), lambda: net.sample_elbo(
+                inputs=x, labels=y, criterion=crit, sample_nbr=particles, complexity_cost_weight=x.shape[0] / n))
+        others["BLiTZ 0.2.8"] = blitz
+    except ImportError as e:
+        print(f"note: BLiTZ row skipped ({e})")
+    try:
+        from bayesian_torch.layers import LSTMReparameterization
+
+        def bayesian_torch():
+            lstm, head = LSTMReparameterization(1, 10), nn.Linear(10, 1)
+
+            def loss():
+                h, _, kl = lstm(x)
+                return 0.5 * ((head(h[:, -1]).squeeze(-1) - y) ** 2).sum() * (n / batch) + kl
+            return adam_step(list(lstm.parameters()) + list(head.parameters()), loss)
+        others["bayesian-torch 0.5.0 (reparameterisation)"] = bayesian_torch
+    except ImportError as e:
+        print(f"note: bayesian-torch row skipped ({e})")
+    try:
+        import tyxe
+
+        def tyxe_step():
+            pyro.clear_param_store()
+            if not hasattr(pyro.util, "deep_getattr"):
+                pyro.util.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
+            bnn = tyxe.VariationalBNN(LSTMForecaster(10), tyxe.priors.IIDPrior(pyro.distributions.Normal(0.0, 1.0)),
+                                      tyxe.likelihoods.HomoskedasticGaussian(n, scale=1.0), tyxe.guides.AutoNormal)
+            svi = pyro.infer.SVI(bnn.model, bnn.guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO(**vec))
+            return lambda: svi.step(x, y.unsqueeze(-1))
+        others["TyXe 0.1.x (AutoNormal, shim for pyro 1.9)"] = tyxe_step
+    except ImportError as e:
+        print(f"note: TyXe row skipped ({e})")
+    return {
+        "deterministic torch": deterministic,
+        "hand-written BBB (torch)": bbb,
+        "pyrobnn via Pyro TraceMeanField_ELBO": pyrobnn_step(lambda: TraceMeanField_ELBO(**vec)),
+        "pyrobnn via Pyro Trace_ELBO": pyrobnn_step(lambda: Trace_ELBO(**vec)),
+        "pyrobnn fast mean-field ELBO (default)": pyrobnn_step(lambda: MeanFieldELBO(num_particles=particles)),
+        "pyrobnn fast, 8 vectorised particles": pyrobnn_step(lambda: MeanFieldELBO(num_particles=8)),
         **others,
     }
 
@@ -146,7 +246,10 @@ def parse_bench_args(doc, argv, repeats, **extra):
     ap.add_argument("--repeats", type=int, default=repeats)
     ap.add_argument("--threads", type=int, default=2)
     for name, default in extra.items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+        if isinstance(default, tuple):  # a choice of several, e.g. --nets A C
+            ap.add_argument(f"--{name.replace('_', '-')}", nargs="+", choices=default, default=list(default))
+        else:
+            ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
@@ -154,17 +257,20 @@ def parse_bench_args(doc, argv, repeats, **extra):
 
 
 def main(argv=None):
-    args = parse_bench_args(__doc__, argv, repeats=7, steps=60, particles=1)
+    args = parse_bench_args(__doc__, argv, repeats=7, steps=60, particles=1, nets=("A", "B", "C"))
     for net, (sizes, batch, n) in NETS.items():
-        impls = makers(sizes, batch, n, args.particles)
+        if args.nets and net not in args.nets:
+            continue
+        impls = makers(sizes, batch, n, args.particles) if sizes else lstm_makers(batch, n, args.particles)
         steps = {name: make() for name, make in impls.items()}
         times = {name: [] for name in impls}
         for _ in range(args.repeats):  # alternate implementations, repeat, take medians
             for name, step in steps.items():
-                times[name].append(time_steps(step, args.steps if net == "A" else max(5, args.steps // 6)))
+                times[name].append(time_steps(step, max(5, args.steps // 6) if net == "B" else args.steps))
         med = {k: statistics.median(v) for k, v in times.items()}
         ref = med["hand-written BBB (torch)"]
-        print(f"\nnet {net}: MLP {'-'.join(map(str, sizes))}, batch {batch}, {args.particles} particle(s), "
+        kind = f"MLP {'-'.join(map(str, sizes))}" if sizes else f"LSTM(1->10)+Linear, {SEQ_LEN} steps"
+        print(f"\nnet {net}: {kind}, batch {batch}, {args.particles} particle(s), "
               f"{args.threads} thread(s); median of {args.repeats}")
         print(f"{'implementation':<44}{'ms/step':>10}{'x BBB':>8}")
         for k, v in med.items():
