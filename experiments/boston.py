@@ -16,7 +16,7 @@ import torch
 from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
 from pyrobnn.data import read_csv
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 
 from . import open_run_dir, stop_if_interrupted
 from .regression import RegressionConfig, evaluate, fit_regressor
@@ -55,6 +55,7 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
     te, tr = perm[:n_test], perm[n_test:]
     run_dir = open_run_dir(cfg, cfg.out, "boston", resume_dir)
     bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], cfg.model, checkpoint=run_dir / "train_state.pt",
+                                              callback=EpochLog(run_dir),
                                               resume=resume_dir is not None)
     stop_if_interrupted(hist, run_dir)
     rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], cfg.model.num_samples, cfg.model.seed)

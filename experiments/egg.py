@@ -23,7 +23,7 @@ from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
 from pyrobnn.infer import resolve_device
 from pyrobnn.metrics import classification_report
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 
 from . import open_run_dir, stop_if_interrupted
 from .egg_data import SIMULATED_LABEL, load_egg_csv, simulate_eggs, split_last
@@ -130,7 +130,8 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
     history = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                           loss=cfg.loss, num_particles=cfg.num_particles, val_data=(x_te, y_te),
                           val_every=max(1, cfg.epochs // 10), seed=cfg.seed, device=device, progress=cfg.progress,
-                          checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None)
+                          checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None,
+                          callback=EpochLog(run_dir))
     train_seconds = time.perf_counter() - t0
     stop_if_interrupted(history, run_dir)
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)

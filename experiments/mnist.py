@@ -22,7 +22,7 @@ from experiments import open_run_dir, stop_if_interrupted
 from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
 PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
@@ -116,7 +116,8 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                        seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-                       checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None)
+                       checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None,
+                       callback=EpochLog(run_dir))
     stop_if_interrupted(hist, run_dir)
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     probs = pp.mean_probs()

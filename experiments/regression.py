@@ -39,9 +39,9 @@ def standardisation(y: torch.Tensor) -> tuple[float, float]:
 
 
 def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, progress: bool = False,
-                  checkpoint=None, resume: bool = False):
+                  checkpoint=None, resume: bool = False, callback=None):
     """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history).
-    ``checkpoint`` / ``resume`` as in :func:`pyrobnn.fit`."""
+    ``checkpoint`` / ``resume`` / ``callback`` as in :func:`pyrobnn.fit`."""
     pyro.clear_param_store()
     torch.manual_seed(cfg.seed)
     y_mean, y_std = standardisation(y_tr)
@@ -61,7 +61,7 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
                        num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=progress,
                        optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps),
-                       checkpoint=checkpoint, resume=resume)
+                       checkpoint=checkpoint, resume=resume, callback=callback)
     return bnn, guide, (y_mean, y_std), hist
 
 

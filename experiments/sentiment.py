@@ -28,7 +28,7 @@ import pyrobnn
 from models.sequence import SentimentLSTM
 from pyrobnn import metrics, plots, priors
 from pyrobnn.checkpoint import save_posterior
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 from pyrobnn.text import Vocabulary
 
 from . import open_run_dir, stop_if_interrupted
@@ -116,14 +116,15 @@ def _split(n: int, test_fraction: float, seed: int):
     return perm[n_test:], perm[:n_test]
 
 
-def _train_bayesian(net, x, y, cfg, checkpoint, resume):
+def _train_bayesian(net, x, y, cfg, checkpoint, resume, callback=None):
     pyro.clear_param_store()
     bnn = pyrobnn.lift(net, prior=priors.Normal(0.0, cfg.prior_scale), likelihood=pyrobnn.likelihoods.Categorical(2))
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     steps = cfg.epochs * -(-len(y) // cfg.batch_size)
     hist = pyrobnn.fit(bnn, guide, (x, y), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                        device=cfg.device, progress=cfg.progress, optimizer="clipped_adam",
-                       lr_decay=(cfg.final_lr / cfg.lr) ** (1 / steps), checkpoint=checkpoint, resume=resume)
+                       lr_decay=(cfg.final_lr / cfg.lr) ** (1 / steps), checkpoint=checkpoint, resume=resume,
+                       callback=callback)
     return bnn, guide, hist
 
 
@@ -169,7 +170,8 @@ def run(cfg: SentimentConfig, resume_dir=None) -> dict:
     det = _train_deterministic(copy.deepcopy(net), x[tr], labels[tr], cfg)
     with torch.no_grad():
         det_probs = torch.softmax(det(x[te]), -1)
-    bnn, guide, hist = _train_bayesian(net, x[tr], labels[tr], cfg, run_dir / "train_state.pt", resume_dir is not None)
+    bnn, guide, hist = _train_bayesian(net, x[tr], labels[tr], cfg, run_dir / "train_state.pt", resume_dir is not None,
+                                       EpochLog(run_dir))
     stop_if_interrupted(hist, run_dir)
     pp = pyrobnn.predict(bnn, guide, x[te], num_samples=cfg.num_samples, seed=cfg.seed)
     probs, y_te = pp.mean_probs(), labels[te]
@@ -196,7 +198,8 @@ def run(cfg: SentimentConfig, resume_dir=None) -> dict:
     x_in = vocab2.encode(texts_in, cfg.max_len)
     torch.manual_seed(cfg.seed)
     bnn2, guide2, hist2 = _train_bayesian(SentimentLSTM(len(vocab2), cfg.embed, cfg.hidden), x_in[tr2], labels_in[tr2],
-                                          cfg, run_dir / "ood_train_state.pt", resume_dir is not None)
+                                          cfg, run_dir / "ood_train_state.pt", resume_dir is not None,
+                                          EpochLog(run_dir, "ood_history"))
     stop_if_interrupted(hist2, run_dir)
     held_out = [texts_in[i] for i in te2]
     sets = {f"{'+'.join(in_src)} held out": (x_in[te2], labels_in[te2]),

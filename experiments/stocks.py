@@ -30,7 +30,7 @@ import pyrobnn
 from models.sequence import LSTMForecaster
 from pyrobnn import likelihoods, metrics, plots, priors
 from pyrobnn.checkpoint import save_posterior
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 
 from . import open_run_dir, stop_if_interrupted
 
@@ -103,7 +103,7 @@ def check_length(close: pd.Series, cfg: StockConfig, name: str) -> None:
                          f"{cfg.horizon}, {cfg.test_days} test days and 100 training windows")
 
 
-def forecast(close: pd.Series, cfg: StockConfig, name: str, checkpoint=None, resume=False):
+def forecast(close: pd.Series, cfg: StockConfig, name: str, checkpoint=None, resume=False, callback=None):
     """Train on the early windows, forecast the test period; (report, arrays for the figures, bnn, guide, history)."""
     check_length(close, cfg, name)
     values = close.to_numpy()
@@ -126,7 +126,7 @@ def forecast(close: pd.Series, cfg: StockConfig, name: str, checkpoint=None, res
     guide = pyrobnn.MeanFieldNormal(bnn, init="net", init_scale=cfg.init_scale)
     hist = pyrobnn.fit(bnn, guide, (x_tr, z_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                        num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-                       checkpoint=checkpoint, resume=resume)
+                       checkpoint=checkpoint, resume=resume, callback=callback)
     if hist.interrupted:
         return None, None, bnn, guide, hist
 
@@ -178,7 +178,8 @@ def run(cfg: StockConfig, resume_dir=None) -> dict:
             continue
         state = run_dir / f"{tk}_train_state.pt"
         rep, arr, bnn, guide, hist = forecast(close, cfg, tk, checkpoint=state,
-                                              resume=resume_dir is not None and state.is_file())
+                                              resume=resume_dir is not None and state.is_file(),
+                                              callback=EpochLog(run_dir, f"{tk}_history"))
         stop_if_interrupted(hist, run_dir)
         rep = {"source": source, "rows_dropped_blank_close": dropped, **rep}
         title = (f"{tk}: {cfg.horizon}-day-ahead forecast, {cfg.level:.0%} band covers "

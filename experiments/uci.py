@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrobnn.runs import write_json
+from pyrobnn.runs import EpochLog, write_json
 
 from . import open_run_dir, stop_if_interrupted
 from .regression import RegressionConfig, evaluate, fit_regressor
@@ -92,7 +92,8 @@ def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
         tr, te = split(folder, k)
         bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], replace(model, seed=model.seed + k),
                                                   checkpoint=run_dir / f"train_state_{k}.pt",
-                                                  resume=resume_dir is not None)
+                                                  resume=resume_dir is not None,
+                                                  callback=EpochLog(run_dir, f"history_split{k}"))
         stop_if_interrupted(hist, run_dir)
         rep, _ = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed)
         per_split.append({"split": k, **{m: v for m, v in rep.items() if m != "calibration"}})

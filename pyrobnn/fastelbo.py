@@ -42,6 +42,7 @@ class MeanFieldELBO:
         self.num_particles = int(num_particles)
         self.estimator = estimator
         self._prior_cache = {}
+        self.last_parts: dict[str, float] = {}  # the last loss's KL and scaled negative log-likelihood
 
     def _flat_priors(self, bnn, guide):
         key = (id(bnn), id(guide), guide.loc_flat.device)
@@ -78,7 +79,9 @@ class MeanFieldELBO:
         latents = {k: v for k, v in draws.items() if k not in bnn.net_sites}
         log_lik = bnn.likelihood.distribution(out, latents).log_prob(y).sum(-1)
         n = x.shape[0]
-        return kl - (n if data_size is None else int(data_size)) / n * log_lik.mean()
+        nll = -(n if data_size is None else int(data_size)) / n * log_lik.mean()
+        self.last_parts = {"kl": float(kl.detach()), "nll": float(nll.detach())}
+        return kl + nll
 
     def _layerwise_loss(self, bnn, guide, x, y, data_size, loc, scale):
         """Local reparameterisation / flipout: particles folded into the batch, noise per layer."""
@@ -92,4 +95,6 @@ class MeanFieldELBO:
         log_lik = bnn.likelihood.distribution(out).log_prob(yr).sum() / p
         p_loc, p_scale = self._flat_priors(bnn, guide)
         kl = _kl_normal(loc, scale, p_loc, p_scale).sum()
-        return kl - (n if data_size is None else int(data_size)) / n * log_lik
+        nll = -(n if data_size is None else int(data_size)) / n * log_lik
+        self.last_parts = {"kl": float(kl.detach()), "nll": float(nll.detach())}
+        return kl + nll

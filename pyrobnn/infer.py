@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from . import rng
 from .checkpoint import atomic_save, model_state, read_checkpoint, restore_model_state
+from .distributed import shard, sum_gradients, sum_values, world
 from .fastelbo import MeanFieldELBO, supports
 from .lift import BayesianNet
 from .recurrent import CarriedState
@@ -100,7 +101,11 @@ class _Batches:
 
     def __init__(self, bnn: BayesianNet, data, batch_size, device, tbptt: int | None = None, carry=None):
         self.bnn, self.loader, self.device, self.tbptt, self.carry = bnn, None, device, tbptt, carry
+        self.rank, self.world = world()
         if isinstance(data, torch.utils.data.DataLoader):
+            if self.world > 1:
+                raise ValueError("under torch.distributed pass (X, y) tensors (each process takes its shard of "
+                                 "every minibatch), not a DataLoader")
             self.loader = data
             self.size = len(data.dataset)
             if self.size == 0:
@@ -143,26 +148,25 @@ class _Batches:
             for i, (xb, yb) in enumerate(self.loader):
                 if i >= start:
                     xb, yb = self.bnn.check_inputs(xb, yb)
-                    yield i, xb.to(self.device), yb.to(self.device)
+                    yield i, xb.to(self.device), yb.to(self.device), 1.0
             return
         chunks = range(0, self.x.shape[1], self.tbptt) if self.tbptt else [None]
         i = -1
         for lo in range(0, self.n_rows, self.batch_size):
-            if order is None:
-                xb, yb = self.x[lo:lo + self.batch_size], self.y[lo:lo + self.batch_size]
-            else:
-                idx = order[lo:lo + self.batch_size].to(self.device)
-                xb, yb = self.x[idx], self.y[idx]
+            idx = torch.arange(lo, min(lo + self.batch_size, self.n_rows)) if order is None \
+                else order[lo:lo + self.batch_size]
+            mine = shard(idx, self.rank, self.world).to(self.device)
+            xb, yb, weight = self.x[mine], self.y[mine], len(mine) / len(idx)
             for c in chunks:
                 i += 1
                 if i < start:
                     continue
                 if c is None:
-                    yield i, xb, yb
+                    yield i, xb, yb, weight
                     continue
                 if c == 0:
                     self.carry.reset()
-                yield i, xb[:, c:c + self.tbptt], yb[:, c:c + self.tbptt].reshape(-1)
+                yield i, xb[:, c:c + self.tbptt], yb[:, c:c + self.tbptt].reshape(-1), weight
 
 
 def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
@@ -240,7 +244,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
         checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
         retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True,
-        estimator: str = "reparam", tbptt: int | None = None) -> History:
+        estimator: str = "reparam", tbptt: int | None = None, callback=None) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
@@ -258,6 +262,11 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     (e.g. ``logits.reshape(-1, C)``); one weight sample per minibatch and chunk, the recurrent state
     carried across the chunks of a minibatch (detached), the KL weighted once per minibatch and
     chunk. Needs one particle and the plain estimator.
+    callback: called with each epoch's record (a dict: loss, its nll and kl parts on the fast path,
+    validation metrics), e.g. :class:`pyrobnn.runs.EpochLog` writing CSV and TensorBoard scalars.
+    Under ``torchrun`` (torch.distributed initialised) each process trains on its shard of every
+    minibatch and the result equals one process on the same batches (:mod:`pyrobnn.distributed`);
+    pass the same ``seed`` everywhere; rank 0 writes the checkpoint.
     checkpoint / checkpoint_every / resume: see the module docstring. Returns a :class:`History`
     (``history.interrupted`` is True if a signal stopped training; the state is then saved).
     """
@@ -277,6 +286,9 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path of the training state>")
     dev = resolve_device(device)
+    rank, world_size = world()
+    if world_size > 1 and seed is None:
+        raise ValueError("fit under torch.distributed needs seed=... (every process must draw the same weights)")
     if seed is not None:
         pyro.set_rng_seed(seed)
     bnn.to(dev)
@@ -303,7 +315,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         val_x, val_y = val_x.to(dev), val_y.to(dev)
 
     with rng.preserved():
-        _, x1, y1 = next(batches.iterate(None))
+        _, x1, y1, _ = next(batches.iterate(None))
     params = _trainable(bnn, guide, elbo, x1, y1, batches.size)
     opt_cls = torch.optim.Adam if optimizer == "adam" else ClippedAdam
     extra = {"foreach": True} if optimizer == "adam" else {"clip_norm": clip_norm, "lrd": lr_decay}
@@ -331,19 +343,32 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                     order, totals = batches.new_order(), (0.0, 0)
                 good = snapshot()
                 total, n = totals
+                kl_total = nll_total = 0.0
                 diverged = None
-                for step, xb, yb in batches.iterate(order, step0):
+                for step, xb, yb, weight in batches.iterate(order, step0):
                     loss_t = elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=batches.size)
                     opt.zero_grad(set_to_none=True)
-                    if torch.isfinite(loss_t):
+                    value = float(loss_t.detach())
+                    parts = getattr(elbo, "last_parts", {})
+                    if world_size > 1:  # this process's share of the global step; gradients summed
+                        (loss_t * weight).backward()
+                        sum_gradients(params.values())
+                        value, kl, nll, stopping = sum_values(
+                            [value * weight, parts.get("kl", 0.0) * weight, parts.get("nll", 0.0) * weight,
+                             float(stop.received is not None)], dev)
+                        parts = {"kl": kl, "nll": nll} if parts else {}
+                        if stopping and not stop.received:
+                            stop.received = "SIGTERM (another process)"
+                    elif math.isfinite(value):
                         loss_t.backward()
-                    if not torch.isfinite(loss_t) or not all(
+                    if not math.isfinite(value) or not all(
                             p.grad is None or torch.isfinite(p.grad).all() for p in params.values()):
-                        diverged = (step, float(loss_t.detach()),
-                                    _bad_site(bnn, guide, xb, yb, batches.size, params))
+                        diverged = (step, value, _bad_site(bnn, guide, xb, yb, batches.size, params))
                         break
                     opt.step()
-                    total, n = total + float(loss_t.detach()), n + 1
+                    total, n = total + value, n + 1
+                    if parts:
+                        kl_total, nll_total = kl_total + parts["kl"], nll_total + parts["nll"]
                     if stop.received:
                         break
                 step0 = 0
@@ -366,11 +391,13 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
             if stop.received:
                 history.interrupted = True
                 history.events.append(f"{stop.received} at epoch {epoch} after step {step}")
-                if checkpoint is not None:
+                if checkpoint is not None and rank == 0:
                     _save_state(checkpoint, bnn, guide, opt, x1, history, epoch, step + 1, order, (total, n), lr)
                 break
             rec = {"epoch": epoch, "loss": total / n, "loss_per_datum": total / n / batches.size,
                    "seconds": time.perf_counter() - t0, "lr": lr}
+            if getattr(elbo, "last_parts", None):  # the fast path reports the ELBO's two parts
+                rec.update(nll=nll_total / n, kl=kl_total / n)
             if val_data is not None and (epoch % int(val_every) == 0 or epoch == int(epochs)):
                 pp = predict(bnn, guide, val_x, num_samples=val_samples)
                 if bnn.likelihood.kind == "classification":
@@ -378,7 +405,10 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                 else:
                     rec["val_rmse"] = float(((pp.mean() - val_y) ** 2).mean().sqrt())
             history.append(**rec)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("loss", "val_accuracy", "val_rmse")})
-            if checkpoint is not None and (epoch % int(checkpoint_every) == 0 or epoch == int(epochs)):
+            bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items()
+                             if k in ("loss", "nll", "kl", "val_accuracy", "val_ece", "val_rmse")})
+            if callback is not None:
+                callback(rec)
+            if checkpoint is not None and rank == 0 and (epoch % int(checkpoint_every) == 0 or epoch == int(epochs)):
                 _save_state(checkpoint, bnn, guide, opt, x1, history, epoch + 1, 0, None, (0.0, 0), lr)
     return history

@@ -6,9 +6,13 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def new_run_dir(out, experiment: str) -> Path:
@@ -43,3 +47,37 @@ def write_json(path, obj) -> Path:
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+class EpochLog:
+    """A ``fit(callback=...)`` that logs every epoch's record in a run directory: appended to
+    ``<name>.jsonl`` (so a resumed run continues the same file), rewritten as ``<name>.csv``, and as
+    TensorBoard scalars under ``tensorboard/<name>`` when the optional ``tensorboard`` package is
+    installed (``pip install 'pyrobnn[tensorboard]'``)."""
+
+    def __init__(self, run_dir, name: str = "history", tensorboard: bool = True):
+        self.jsonl = Path(run_dir) / f"{name}.jsonl"
+        self.csv = Path(run_dir) / f"{name}.csv"
+        self.writer: SummaryWriter | None = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: CSV/JSON only
+                pass
+            else:
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard" / name))
+
+    def __call__(self, record: dict) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+        import pandas as pd
+
+        rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        tmp = self.csv.with_name(self.csv.name + ".tmp")
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        tmp.replace(self.csv)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["epoch"])
+            self.writer.flush()
