@@ -71,7 +71,8 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
     fig2 = plots.calibration_curve(rep["calibration"], "Boston housing: interval calibration")
     fig2.savefig(run_dir / "calibration.png", dpi=110)
     plots.plt.close("all")
-    save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1], meta={"experiment": "boston"})
+    save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1],
+                   meta={"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1]})
     write_json(run_dir / "history.json", hist.records)
     metrics = {"n_train": len(tr), "n_test": len(te), "features": names, **rep}
     write_json(run_dir / "metrics.json", metrics)

@@ -4,9 +4,14 @@
     pyrobnn run egg [--data egg_times.csv] [--epochs 600] [--guide meanfield] [--seed 0] ...
     pyrobnn run boston --data BostonHousing.csv
     pyrobnn run uci --dataset yacht --splits 20 --data-dir ../shared/data/uci_regression
-  pyrobnn run mnist --data-dir ../shared/data/mnist
+    pyrobnn run mnist --data-dir ../shared/data/mnist
     pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
     pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
+    pyrobnn predict runs/egg/<stamp> --input 58,5 --input 60,6.5 [--num-samples 5000] [--plot out.png]
+    pyrobnn report runs/egg/<stamp>
+
+``predict`` reloads a finished run's posterior.pt (egg and boston runs) and prints the posterior
+predictive at new inputs; ``report`` prints a run's metrics.json as a table.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import sys
 
 from experiments import Interrupted
+from experiments.inspect_run import predict_parser, report_parser, run_predict, run_report
 
 EXPERIMENTS = {
     "egg": "seed 001: boiled-egg classifier, deterministic vs Bayesian, class histograms",
@@ -34,6 +40,8 @@ EPILOG = """examples:
   pyrobnn run mnist --data-dir ../shared/data/mnist
   pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
   pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
+  pyrobnn predict runs/egg/20261122-101500 --input 58,5 --input 60,6.5   # see pyrobnn predict --help
+  pyrobnn report runs/egg/20261122-101500
 
 exit codes: 0 done, 2 bad input, 130/143 interrupted by SIGINT/SIGTERM (state saved, resumable)
 """
@@ -184,7 +192,8 @@ def _mnist_parser(sub):
     d = MNISTConfig()
     p = sub.add_parser("mnist", help=EXPERIMENTS["mnist"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="folder with the t10k IDX files (default: $PYROBNN_MNIST_DIR)")
+    p.add_argument("--data-dir", default=None, help="folder with the t10k IDX files (default: $PYROBNN_MNIST_DIR, "
+                        "else scikit-learn's 8x8 digits)")
     p.add_argument("--n-train", type=int, default=None, help="training images (default: all train-*, or 8000 of t10k)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all of t10k, or 2000)")
     p.add_argument("--ood-dir", default=None, help="IDX folder whose t10k images are scored as out-of-distribution")
@@ -212,7 +221,7 @@ def _run_mnist(args) -> int:
                               arch=args.arch, epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr,
                               num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
                               progress=not args.no_progress))
-    print(f"{res['n_train']} train / {res['n_test']} test images")
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} test images)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
         m = res[name]
@@ -318,6 +327,8 @@ def _run_sentiment(args) -> int:
     return 0
 
 
+# --- pyrobnn predict / pyrobnn report: reading a finished run directory ----------------------------
+
 PARSERS = {"egg": _egg_parser, "boston": _boston_parser, "uci": _uci_parser, "mnist": _mnist_parser,
            "stocks": _stocks_parser, "sentiment": _sentiment_parser}
 RUNNERS = {"egg": _run_egg, "boston": _run_boston, "uci": _run_uci, "mnist": _run_mnist, "stocks": _run_stocks,
@@ -328,19 +339,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pyrobnn", description="Bayesian neural networks in Pyro: experiments",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the experiments")
+    sub.add_parser("list", help="list the experiments", epilog=EPILOG,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     run_p = sub.add_parser("run", help="run an experiment", epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     exp = run_p.add_subparsers(dest="experiment", required=True)
     for add in PARSERS.values():
         add(exp)
+    predict_parser(sub)
+    report_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, desc in EXPERIMENTS.items():
             print(f"{name:<8}{desc}")
         return 0
     try:
+        if args.command == "predict":
+            return run_predict(args)
+        if args.command == "report":
+            return run_report(args)
         return RUNNERS[args.experiment](args)
+    except KeyboardInterrupt:
+        if args.command == "run":
+            raise
+        print("pyrobnn: interrupted", file=sys.stderr)
+        return 130
     except Interrupted as e:
         print(f"interrupted: {e}; training state saved in {e.run_dir}", file=sys.stderr)
         print(f"continue with: pyrobnn run {args.experiment} --resume {e.run_dir}", file=sys.stderr)

@@ -4,7 +4,8 @@ Reports accuracy, NLL, Brier and ECE for the Bayesian net and the same net train
 deterministically, the accuracy-vs-referral curves (ranked by predictive entropy and by mutual
 information, with oracle and random baselines), a gallery of the most uncertain test images with
 their posterior class histograms, reliability diagrams, and pruning by signal-to-noise ratio.
-Data: IDX files from a folder (``t10k-images-idx3-ubyte[.gz]`` and labels), split with a fixed seed.
+Data: IDX files from a folder (``t10k-images-idx3-ubyte[.gz]`` and labels), split with a fixed seed;
+without a folder, scikit-learn's bundled 8x8 digits resized to 28x28 (the embedded default).
 """
 from __future__ import annotations
 
@@ -66,10 +67,24 @@ def read_set(folder: Path, part: str):
     return x, y
 
 
+def digits_as_mnist(seed: int):
+    """The embedded default: scikit-learn's bundled 8x8 digits (1797 images, values 0-16), resized
+    to 28x28 and scaled to 0-255 so the MNIST nets apply unchanged; 360 test images."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
+    x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    te, tr = perm[:360], perm[360:]
+    return x[tr], y[tr], x[te], y[te]
+
+
 def load_split(cfg: MNISTConfig):
     root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
     if not root:
-        raise ValueError("mnist needs --data-dir (a folder with the t10k IDX files) or $PYROBNN_MNIST_DIR")
+        return digits_as_mnist(cfg.seed)
     folder = Path(root)
     g = torch.Generator().manual_seed(cfg.seed)
     x_te, y_te = read_set(folder, "t10k")
@@ -122,7 +137,9 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     pp = pyrobnn.predict(bnn, guide, x_te, num_samples=cfg.num_samples, seed=cfg.seed)
     probs = pp.mean_probs()
 
-    res = {"deterministic": metrics.classification_report(det_probs, y_te),
+    root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
+    res = {"source": f"IDX files in {root}" if root else "scikit-learn 8x8 digits resized to 28x28 (embedded default)",
+           "deterministic": metrics.classification_report(det_probs, y_te),
            "bayesian": metrics.classification_report(probs, y_te), "n_train": len(y_tr), "n_test": len(y_te)}
     entropy, mi = pp.predictive_entropy(), pp.mutual_information()
     curves = {

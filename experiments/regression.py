@@ -38,15 +38,10 @@ def standardisation(y: torch.Tensor) -> tuple[float, float]:
     return float(y.mean()), std
 
 
-def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, progress: bool = False,
-                  checkpoint=None, resume: bool = False, callback=None):
-    """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history).
-    ``checkpoint`` / ``resume`` / ``callback`` as in :func:`pyrobnn.fit`."""
-    pyro.clear_param_store()
-    torch.manual_seed(cfg.seed)
-    y_mean, y_std = standardisation(y_tr)
-    n_out = 2 if cfg.heteroscedastic else 1
-    net = MLPRegressor(x_tr.shape[1], cfg.hidden, n_out).fit_inputs(x_tr)
+def build_regressor(n_in: int, cfg: RegressionConfig):
+    """(bnn, guide) of the experiments' Bayesian MLP: fan-in scaled Normal priors (or N(0, prior_scale)),
+    inferred noise with a log-normal prior (or heteroscedastic), a mean-field guide started at the net."""
+    net = MLPRegressor(n_in, cfg.hidden, 2 if cfg.heteroscedastic else 1)
     if cfg.heteroscedastic:
         lik = likelihoods.Normal(scale=None, heteroscedastic=True)
     else:
@@ -54,7 +49,18 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
                                  init_scale=cfg.noise_prior_median)
     layer_priors = priors.fan_in_normal(net, cfg.prior_gain) if cfg.prior_scale is None else {}
     bnn = pyrobnn.lift(net, prior=priors.Normal(0.0, cfg.prior_scale or 1.0), priors=layer_priors, likelihood=lik)
-    guide = pyrobnn.MeanFieldNormal(bnn, init="net", init_scale=cfg.init_scale)
+    return bnn, pyrobnn.MeanFieldNormal(bnn, init="net", init_scale=cfg.init_scale)
+
+
+def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, progress: bool = False,
+                  checkpoint=None, resume: bool = False, callback=None):
+    """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history).
+    ``checkpoint`` / ``resume`` / ``callback`` as in :func:`pyrobnn.fit`."""
+    pyro.clear_param_store()
+    torch.manual_seed(cfg.seed)
+    y_mean, y_std = standardisation(y_tr)
+    bnn, guide = build_regressor(x_tr.shape[1], cfg)
+    bnn.net.fit_inputs(x_tr)
     n = x_tr.shape[0]
     bs = cfg.batch_size or (n if n <= 1024 else 1024)
     epochs = max(1, round(cfg.steps / math.ceil(n / bs)))

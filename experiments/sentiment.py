@@ -137,8 +137,7 @@ def _train_deterministic(net, x, y, cfg):
             opt.zero_grad()
             loss.backward()
             opt.step()
-    with torch.no_grad():
-        return net
+    return net.eval()
 
 
 def shuffle_words(texts: list[str], seed: int) -> list[str]:
