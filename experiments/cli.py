@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, desc in EXPERIMENTS.items():
-            print(f"{name:<8}{desc}")
+            print(f"{name:<11}{desc}")
         return 0
     try:
         if args.command == "predict":

@@ -5,7 +5,7 @@ deterministically, the accuracy-vs-referral curves (ranked by predictive entropy
 information, with oracle and random baselines), a gallery of the most uncertain test images with
 their posterior class histograms, reliability diagrams, and pruning by signal-to-noise ratio.
 Data: IDX files from a folder (``t10k-images-idx3-ubyte[.gz]`` and labels), split with a fixed seed;
-without a folder, scikit-learn's bundled 8x8 digits resized to 28x28 (the embedded default).
+without a folder, scikit-learn's bundled 8x8 digits (the embedded default).
 """
 from __future__ import annotations
 
@@ -67,14 +67,17 @@ def read_set(folder: Path, part: str):
     return x, y
 
 
-def digits_as_mnist(seed: int):
-    """The embedded default: scikit-learn's bundled 8x8 digits (1797 images, values 0-16), resized
-    to 28x28 and scaled to 0-255 so the MNIST nets apply unchanged; 360 test images."""
+def digits_as_mnist(seed: int, side: int = 8):
+    """The embedded default: scikit-learn's bundled 8x8 digits (1797 images, values 0-16) scaled to
+    0-255, kept at 8x8 for the MLP (whose fan-in priors assume distinct pixels) or resized to 28x28
+    for the LeNet CNN; 360 test images."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
-    x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    if side != 8:
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    x = x[:, 0]
     y = torch.tensor(d.target, dtype=torch.long)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     te, tr = perm[:360], perm[360:]
@@ -84,7 +87,7 @@ def digits_as_mnist(seed: int):
 def load_split(cfg: MNISTConfig):
     root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
     if not root:
-        return digits_as_mnist(cfg.seed)
+        return digits_as_mnist(cfg.seed, 8 if cfg.arch == "mlp" else 28)
     folder = Path(root)
     g = torch.Generator().manual_seed(cfg.seed)
     x_te, y_te = read_set(folder, "t10k")
@@ -107,7 +110,7 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     if cfg.arch not in ("mlp", "cnn"):
         raise ValueError(f"unknown arch {cfg.arch!r}; choose mlp or cnn")
     torch.manual_seed(cfg.seed)
-    net = mlp(cfg.hidden) if cfg.arch == "mlp" else lenet()
+    net = mlp(cfg.hidden, side=x_tr.shape[-1]) if cfg.arch == "mlp" else lenet()
     bayes_net = copy.deepcopy(net)
 
     # deterministic baseline
@@ -138,7 +141,7 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     probs = pp.mean_probs()
 
     root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
-    res = {"source": f"IDX files in {root}" if root else "scikit-learn 8x8 digits resized to 28x28 (embedded default)",
+    res = {"source": f"IDX files in {root}" if root else "scikit-learn's 8x8 digits (embedded default)",
            "deterministic": metrics.classification_report(det_probs, y_te),
            "bayesian": metrics.classification_report(probs, y_te), "n_train": len(y_tr), "n_test": len(y_te)}
     entropy, mi = pp.predictive_entropy(), pp.mutual_information()

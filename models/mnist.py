@@ -1,4 +1,4 @@
-"""Plain image classifiers for 28x28 grey images (MNIST / Fashion-MNIST): inputs uint8 or float 0-255."""
+"""Plain image classifiers for square grey images (28x28 MNIST / Fashion-MNIST): inputs uint8 or float 0-255."""
 from __future__ import annotations
 
 from torch import nn
@@ -9,9 +9,9 @@ class Scale(nn.Module):
         return x.float() / 255.0
 
 
-def mlp(hidden=(400, 400), n_classes: int = 10) -> nn.Sequential:
-    """Flatten -> 784 -> hidden... -> n_classes ReLU MLP."""
-    layers, width = [Scale(), nn.Flatten()], 28 * 28
+def mlp(hidden=(400, 400), n_classes: int = 10, side: int = 28) -> nn.Sequential:
+    """Flatten -> side*side (784) -> hidden... -> n_classes ReLU MLP."""
+    layers, width = [Scale(), nn.Flatten()], side * side
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h

@@ -8,6 +8,8 @@ sampling.
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Union
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -18,12 +20,15 @@ from torch.nn.functional import softplus
 
 from .lift import BayesianNet
 
+#: Initial guide means: ``"net"`` (the net's weights), ``"prior"`` (a prior draw) or tensors by site name.
+Init = Union[str, dict[str, Any]]
+
 
 def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-def _init_locs(bnn: BayesianNet, init) -> dict[str, torch.Tensor]:
+def _init_locs(bnn: BayesianNet, init: Init) -> dict[str, torch.Tensor]:
     """Initial means: "net" = the net's current weights (its own init, or trained deterministic
     weights), "prior" = one draw from the prior, or a dict of tensors by site name."""
     if isinstance(init, dict):
@@ -47,7 +52,7 @@ class MeanFieldNormal(nn.Module):
     (Pyro's advice: about 0.1 for small nets, 0.01 for large ones).
     """
 
-    def __init__(self, bnn: BayesianNet, init="net", init_scale: float = 0.1):
+    def __init__(self, bnn: BayesianNet, init: Init = "net", init_scale: float = 0.1):
         super().__init__()
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0; got {init_scale!r}")
@@ -74,13 +79,16 @@ class MeanFieldNormal(nn.Module):
         return {k: self.site_view(self.loc_flat, k) for k in self.sites}
 
     def scale(self, site: str) -> torch.Tensor:
+        """Posterior std of every weight of ``site``, shaped like it."""
         return softplus(self.site_view(self.rho_flat, site))
 
     def distribution(self, site: str) -> dist.TorchDistribution:
+        """q of one site: independent Normals, the parameter's shape as event shape."""
         loc = self.site_view(self.loc_flat, site)
         return dist.Normal(loc, self.scale(site)).to_event(loc.dim())
 
-    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """The guide: one ``pyro.sample`` per site (the model's arguments are ignored)."""
         return {k: pyro.sample(k, self.distribution(k)) for k in self.sites}
 
     @torch.no_grad()
@@ -113,7 +121,7 @@ class MeanFieldNormal(nn.Module):
         return {k: self.site_view(snr, k) for k in self.sites}
 
 
-def auto_normal(bnn: BayesianNet, init="net", init_scale: float = 0.1) -> AutoNormal:
+def auto_normal(bnn: BayesianNet, init: Init = "net", init_scale: float = 0.1) -> AutoNormal:
     """Pyro's AutoNormal on ``bnn.model``, initialised off zero (from the net or a prior draw) so
     hidden units are not symmetric."""
     if not init_scale > 0:
@@ -127,10 +135,11 @@ def auto_normal(bnn: BayesianNet, init="net", init_scale: float = 0.1) -> AutoNo
     return AutoNormal(bnn.sample_weights, init_loc_fn=loc_fn, init_scale=init_scale)
 
 
-GUIDES = {"meanfield": MeanFieldNormal, "autonormal": auto_normal}
+GUIDES: dict[str, Callable[..., MeanFieldNormal | AutoNormal]] = {"meanfield": MeanFieldNormal,
+                                                                  "autonormal": auto_normal}
 
 
-def make_guide(name: str, bnn: BayesianNet, **kwargs):
+def make_guide(name: str, bnn: BayesianNet, **kwargs: Any) -> MeanFieldNormal | AutoNormal:
     """An automatic guide by name: ``"meanfield"`` or ``"autonormal"``."""
     if name not in GUIDES:
         raise ValueError(f"unknown guide {name!r}; choose one of {sorted(GUIDES)}")

@@ -12,6 +12,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
@@ -19,6 +20,7 @@ from pyro import poutine
 from torch import nn
 
 from . import rng
+from ._types import Guide, PathLike
 from .lift import BayesianNet
 
 FORMAT = "pyrobnn-posterior/1"
@@ -28,7 +30,9 @@ def _param_store_state(guide, bnn, x_example) -> dict[str, torch.Tensor]:
     """Unconstrained values of the param-store entries the guide reads."""
     with rng.preserved(), poutine.trace(param_only=True) as tr:
         poutine.block(guide, hide_types=["sample"])(x_example)
-    return {name: site["value"].unconstrained().detach().cpu() for name, site in tr.trace.nodes.items()}
+    unconstrained = dict(pyro.get_param_store().named_parameters())
+    return {name: unconstrained[name].detach().cpu() for name, site in tr.trace.nodes.items()
+            if site["type"] == "param"}
 
 
 def _version() -> str:
@@ -43,9 +47,9 @@ def _finite_or_refuse(tensors: dict, what: str):
             raise ValueError(f"refusing to save a non-finite {what}: {name!r} holds NaN or inf")
 
 
-def model_state(bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
+def model_state(bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> dict:
     """Tensors of the lifted net and the guide (module state and param-store entries), plus JSON."""
-    state = {
+    state: dict[str, Any] = {
         "structure": json.dumps(bnn.describe()),
         "versions": json.dumps({"pyrobnn": _version(), "torch": torch.__version__, "pyro": pyro.__version__}),
         "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
@@ -57,7 +61,7 @@ def model_state(bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
     return state
 
 
-def atomic_save(path, payload: dict) -> Path:
+def atomic_save(path: PathLike, payload: dict) -> Path:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path``: a crash at
     any point leaves either the old file or the new one, never a truncated file."""
     path = Path(path)
@@ -75,12 +79,13 @@ def atomic_save(path, payload: dict) -> Path:
     return path
 
 
-def save_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor, meta: dict | None = None) -> Path:
+def save_posterior(path: PathLike, bnn: BayesianNet, guide: Guide, x_example: torch.Tensor,
+                   meta: dict | None = None) -> Path:
     """Write bnn + guide to ``path`` atomically."""
     return atomic_save(path, {"format": FORMAT, "meta": json.dumps(meta or {}), **model_state(bnn, guide, x_example)})
 
 
-def read_checkpoint(path, fmt: str = FORMAT) -> dict:
+def read_checkpoint(path: PathLike, fmt: str = FORMAT) -> dict:
     """Load a checkpoint's tensors and JSON without executing anything from the file."""
     path = Path(path)
     if not path.is_file():
@@ -114,7 +119,7 @@ def _check_shapes(saved: dict, current: dict, what: str):
 
 
 @torch.no_grad()
-def restore_model_state(ck: dict, bnn: BayesianNet, guide, x_example: torch.Tensor):
+def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> None:
     """Copy saved tensors into bnn and guide in place (shapes checked first)."""
     _check_shapes(ck["bnn"], bnn.state_dict(), "network")
     bnn.load_state_dict(ck["bnn"])
@@ -124,18 +129,18 @@ def restore_model_state(ck: dict, bnn: BayesianNet, guide, x_example: torch.Tens
     if isinstance(guide, nn.Module):
         _check_shapes(ck["guide"], guide.state_dict(), "guide")
         guide.load_state_dict(ck["guide"])
-    store = pyro.get_param_store()
+    unconstrained = dict(pyro.get_param_store().named_parameters())
     for name, value in ck["param_store"].items():
-        if name not in store:
+        if name not in unconstrained:
             raise ValueError(f"checkpoint does not match the guide: it has no parameter {name!r}")
-        target = store.get_param(name).unconstrained()
+        target = unconstrained[name]
         if target.shape != value.shape:
             raise ValueError(f"checkpoint does not match the guide: {name!r} has shape {tuple(value.shape)} "
                              f"in the checkpoint, {tuple(target.shape)} here")
         target.copy_(value)
 
 
-def load_posterior(path, bnn: BayesianNet, guide, x_example: torch.Tensor) -> dict:
+def load_posterior(path: PathLike, bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> dict:
     """Restore bnn and guide from ``path`` in place; returns the checkpoint's ``meta`` dict.
 
     ``x_example`` (one input row is enough) lets lazily built guides (AutoNormal, param-store

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from ._types import ArrayLike, PathLike
 
 
 def _first_bad(mask: torch.Tensor) -> int:
@@ -13,7 +16,9 @@ def _first_bad(mask: torch.Tensor) -> int:
     return int(rows[0, 0])
 
 
-def as_float_tensor(x, name: str = "X") -> torch.Tensor:
+def as_float_tensor(x: ArrayLike, name: str = "X") -> torch.Tensor:
+    """``x`` as a real float tensor (float64 and integers become float32); a one-line ValueError if it is not
+    numeric."""
     if isinstance(x, (pd.DataFrame, pd.Series)):
         x = x.to_numpy()
     if isinstance(x, np.ndarray):
@@ -30,7 +35,7 @@ def as_float_tensor(x, name: str = "X") -> torch.Tensor:
     return x.float() if not x.is_floating_point() or x.dtype == torch.float64 else x
 
 
-def check_features(x, n_features: int | None = None, name: str = "X") -> torch.Tensor:
+def check_features(x: ArrayLike, n_features: int | None = None, name: str = "X") -> torch.Tensor:
     """A 2-D (or higher) float tensor with no NaN/inf and, if given, ``n_features`` columns."""
     x = as_float_tensor(x, name)
     if x.dim() == 1:
@@ -49,7 +54,7 @@ def check_features(x, n_features: int | None = None, name: str = "X") -> torch.T
     return x
 
 
-def check_tokens(x, vocab_size: int, name: str = "X") -> torch.Tensor:
+def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor:
     """An integer tensor of token ids in [0, vocab_size) with at least one row."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.array(x))
@@ -66,7 +71,8 @@ def check_tokens(x, vocab_size: int, name: str = "X") -> torch.Tensor:
     return x.long()
 
 
-def check_labels(y, num_classes: int | None = None, n_rows: int | None = None, name: str = "labels") -> torch.Tensor:
+def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | None = None,
+                 name: str = "labels") -> torch.Tensor:
     """Integer class labels in [0, num_classes), 1-D, one per row."""
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
@@ -98,7 +104,7 @@ def check_labels(y, num_classes: int | None = None, n_rows: int | None = None, n
     return y
 
 
-def check_targets(y, n_rows: int | None = None, name: str = "targets") -> torch.Tensor:
+def check_targets(y: ArrayLike, n_rows: int | None = None, name: str = "targets") -> torch.Tensor:
     """Real regression targets with no NaN/inf, one row per input."""
     y = as_float_tensor(y, name)
     if y.dim() == 0:
@@ -113,7 +119,7 @@ def check_targets(y, n_rows: int | None = None, name: str = "targets") -> torch.
     return y
 
 
-def read_csv(path, columns: list[str], index_col=None) -> pd.DataFrame:
+def read_csv(path: PathLike, columns: list[str], index_col: Any = None) -> pd.DataFrame:
     """Read a CSV and check it: readable, UTF-8, comma-delimited, has ``columns``, all numeric, not empty."""
     path = Path(path)
     if not path.is_file():
@@ -150,11 +156,11 @@ def read_csv(path, columns: list[str], index_col=None) -> pd.DataFrame:
     return df
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+                                   0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path) -> torch.Tensor:
+def read_idx(path: PathLike) -> torch.Tensor:
     """Read an IDX file (MNIST / Fashion-MNIST format), gzipped or not, into a tensor."""
     import gzip
 

@@ -8,6 +8,8 @@ same global batch. Only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.distributed as dist
 
@@ -24,7 +26,7 @@ def shard(idx: torch.Tensor, rank: int, size: int) -> torch.Tensor:
     return idx[rank::size]
 
 
-def sum_gradients(params) -> None:
+def sum_gradients(params: Iterable[torch.Tensor]) -> None:
     """Replace every gradient by its sum over processes (missing gradients count as zero)."""
     params = list(params)
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
@@ -36,7 +38,7 @@ def sum_gradients(params) -> None:
         offset += n
 
 
-def sum_values(values: list[float], device) -> list[float]:
+def sum_values(values: list[float], device: torch.device | str) -> list[float]:
     """Element-wise sum of a few numbers over processes."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)

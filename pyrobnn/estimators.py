@@ -14,20 +14,26 @@ means and scales; particles are folded into the batch (every row gets its own no
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+if TYPE_CHECKING:
+    from .autoguides import MeanFieldNormal
+    from .lift import BayesianNet
+
 ESTIMATORS = ("reparam", "local", "flipout")
-_OPS = {nn.Linear: F.linear, nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_OPS: dict[type[nn.Module], Callable[..., torch.Tensor]] = {
+    nn.Linear: F.linear, nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 
-def bayesian_layers(bnn) -> dict[str, dict[str, str]]:
+def bayesian_layers(bnn: BayesianNet) -> dict[str, dict[str, str]]:
     """{module name: {"weight": site, "bias": site?}} for every lifted parameter; raises if one of
     them does not belong to a Linear or Conv layer."""
     modules = dict(bnn.net.named_modules())
-    layers = {}
+    layers: dict[str, dict[str, str]] = {}
     for site in bnn.net_sites:
         mod_name, _, pname = site.rpartition(".")
         if type(modules.get(mod_name)) not in _OPS or pname not in ("weight", "bias"):
@@ -74,7 +80,7 @@ def _stochastic_forward(m, sites, guide, estimator):
 
 
 @contextmanager
-def stochastic_layers(bnn, guide, estimator: str):
+def stochastic_layers(bnn: BayesianNet, guide: MeanFieldNormal, estimator: str) -> Iterator[None]:
     """Within the block, ``bnn.net(x)`` runs every Bayesian layer with ``estimator``."""
     modules = dict(bnn.net.named_modules())
     patched = []

@@ -41,7 +41,7 @@ class MeanFieldELBO:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
         self.num_particles = int(num_particles)
         self.estimator = estimator
-        self._prior_cache = {}
+        self._prior_cache: dict[tuple, tuple] = {}
         self.last_parts: dict[str, float] = {}  # the last loss's KL and scaled negative log-likelihood
 
     def _flat_priors(self, bnn, guide):

@@ -107,7 +107,7 @@ class _Batches:
                 raise ValueError("under torch.distributed pass (X, y) tensors (each process takes its shard of "
                                  "every minibatch), not a DataLoader")
             self.loader = data
-            self.size = len(data.dataset)
+            self.size = len(data.dataset)  # type: ignore[arg-type]  # map-style datasets have a length
             if self.size == 0:
                 raise ValueError("data: the DataLoader's dataset is empty")
             return
@@ -133,7 +133,7 @@ class _Batches:
         if x.dim() < 2 or y.dim() != 2 or tuple(y.shape) != tuple(x.shape[:2]):
             raise ValueError(f"tbptt needs X [sequences, steps, ...] and y [sequences, steps]; got X "
                              f"{tuple(x.shape)} and y {tuple(y.shape)}")
-        if not 1 <= self.tbptt <= x.shape[1]:
+        if self.tbptt is None or not 1 <= self.tbptt <= x.shape[1]:
             raise ValueError(f"tbptt must lie in [1, {x.shape[1]}] (the sequence length); got {self.tbptt}")
         return x, self.bnn.likelihood.check(y.reshape(-1), y.numel()).reshape(y.shape)
 
@@ -150,7 +150,8 @@ class _Batches:
                     xb, yb = self.bnn.check_inputs(xb, yb)
                     yield i, xb.to(self.device), yb.to(self.device), 1.0
             return
-        chunks = range(0, self.x.shape[1], self.tbptt) if self.tbptt else [None]
+        k = self.tbptt or 0
+        chunks: range | list[None] = range(0, self.x.shape[1], k) if k else [None]
         i = -1
         for lo in range(0, self.n_rows, self.batch_size):
             idx = torch.arange(lo, min(lo + self.batch_size, self.n_rows)) if order is None \
@@ -166,7 +167,7 @@ class _Batches:
                     continue
                 if c == 0:
                     self.carry.reset()
-                yield i, xb[:, c:c + self.tbptt], yb[:, c:c + self.tbptt].reshape(-1), weight
+                yield i, xb[:, c:c + k], yb[:, c:c + k].reshape(-1), weight
 
 
 def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
@@ -174,7 +175,8 @@ def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.T
     that lazily created parameters exist."""
     with rng.preserved(), poutine.trace(param_only=True) as tr, pyro.validation_enabled(False):
         elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=size)
-    named = [(f"param {n}", site["value"].unconstrained()) for n, site in tr.trace.nodes.items()]
+    store = dict(pyro.get_param_store().named_parameters())  # unconstrained tensors, by name
+    named = [(f"param {n}", store[n]) for n in tr.trace.nodes]
     if isinstance(guide, nn.Module):
         named += [(f"guide {n}", p) for n, p in guide.named_parameters()]
     point = {id(p) for p in bnn.point_parameters()}
@@ -199,9 +201,11 @@ def _bad_site(bnn: BayesianNet, guide, xb, yb, size, params: dict[str, torch.Ten
             for name, site in tr.nodes.items():
                 if site["type"] != "sample" or name == "data":
                     continue
-                if not torch.isfinite(site["value"]).all():
+                value, fn = site["value"], site["fn"]
+                assert value is not None and hasattr(fn, "log_prob")
+                if not torch.isfinite(value).all():
                     return f"{where} site {name!r} has NaN/inf values"
-                if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                if not torch.isfinite(fn.log_prob(value)).all():
                     return f"{where} site {name!r} has a NaN/inf log-density"
     for name, t in params.items():
         if t.grad is not None and not torch.isfinite(t.grad).all():

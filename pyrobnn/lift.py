@@ -7,18 +7,26 @@ so one code path serves every Linear/Conv/normalisation layer the net is made of
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Union, overload
+
 import pyro
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ._types import ArrayLike
 from .data import check_features, check_tokens
 from .likelihoods import Likelihood, make_likelihood
-from .priors import Normal, Prior, make_prior
+from .priors import Normal, Prior, PriorSpec, make_prior
 from .recurrent import unfused_recurrence
 
+#: A likelihood: a :mod:`pyrobnn.likelihoods` instance or a name (``"categorical"``, ``"normal"``).
+LikelihoodSpec = Union[Likelihood, str]
 
-def _resolve_priors(net: nn.Module, default: Prior | None, overrides: dict) -> dict[str, Prior | None]:
+
+def _resolve_priors(net: nn.Module, default: Prior | None,
+                    overrides: Mapping[str, PriorSpec]) -> dict[str, Prior | None]:
     """Per-parameter prior: the longest matching key of ``overrides`` (a parameter or module name,
     ``""`` for the whole net) wins; parameters matched by none get ``default``."""
     names = [n for n, _ in net.named_parameters()]
@@ -29,6 +37,7 @@ def _resolve_priors(net: nn.Module, default: Prior | None, overrides: dict) -> d
                              f"parameters are {names}")
     out = {}
     for name in names:
+        chosen: PriorSpec
         best, chosen = -1, default
         for key, spec in overrides.items():
             if key == "" or name == key or name.startswith(key + "."):
@@ -47,8 +56,8 @@ class BayesianNet(nn.Module):
     parameters of the net (point estimates).
     """
 
-    def __init__(self, net: nn.Module, prior=None, likelihood="categorical", priors: dict | None = None,
-                 n_features: int | None = None):
+    def __init__(self, net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
+                 priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
@@ -69,6 +78,7 @@ class BayesianNet(nn.Module):
     # --- structure -----------------------------------------------------------------------------
     @property
     def site_names(self) -> list[str]:
+        """Every sample site of the model but ``"obs"``: the lifted parameters, then the likelihood's latents."""
         return list(self.priors)
 
     def point_parameters(self) -> list[nn.Parameter]:
@@ -95,12 +105,13 @@ class BayesianNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the net's first parameter or buffer (CPU if it has none)."""
         for t in list(self.net.parameters()) + list(self.net.buffers()):
             return t.device
         return torch.device("cpu")
 
     # --- the Pyro model ----------------------------------------------------------------------------
-    def sample_weights(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def sample_weights(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Draw every stochastic parameter from its prior (``pyro.sample`` sites). Arguments are
         ignored, so this is also the weights-only model that automatic guides are built on."""
         device = self.device
@@ -125,7 +136,7 @@ class BayesianNet(nn.Module):
             out = vmap(lambda p: functional_call(self.net, p, (x,)), randomness="different")(flat)
         return out.reshape(*lead, *out.shape[1:])
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None):
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None) -> torch.Tensor:
         """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size."""
         latents = self.sample_weights()
         out = self.forward(x, latents)
@@ -139,7 +150,17 @@ class BayesianNet(nn.Module):
         return self.likelihood(out, y, data_size, latents)
 
     # --- input checks ----------------------------------------------------------------------------
-    def check_inputs(self, x, y=None, name: str = "X"):
+    @overload
+    def check_inputs(self, x: ArrayLike, y: None = None, *, name: str = "X") -> tuple[torch.Tensor, None]: ...
+
+    @overload
+    def check_inputs(self, x: ArrayLike, y: ArrayLike, *, name: str = "X") -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def check_inputs(self, x: ArrayLike, y: ArrayLike | None = None, *,
+                     name: str = "X") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Checked tensors: ``x`` as token ids (Embedding nets) or float features, ``y`` by the likelihood.
+
+        Raises a one-line ValueError naming ``name`` on bad input."""
         if self.vocab_size is not None:
             x = check_tokens(x, self.vocab_size, name)
         else:
@@ -169,8 +190,8 @@ def _token_input(net: nn.Module) -> int | None:
     return None
 
 
-def lift(net: nn.Module, prior=None, likelihood="categorical", priors: dict | None = None,
-         n_features: int | None = None) -> BayesianNet:
+def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
+         priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None) -> BayesianNet:
     """Lift ``net`` into a Bayesian net whose ``.model`` is a Pyro model.
 
     prior: default prior for every parameter (a :mod:`pyrobnn.priors` object, a name such as

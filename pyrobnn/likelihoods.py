@@ -6,6 +6,7 @@ N / B, so one minibatch step is an unbiased estimate of the full-data ELBO.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
@@ -13,7 +14,11 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from ._types import ArrayLike
 from .data import check_labels, check_targets
+
+if TYPE_CHECKING:
+    from .priors import PriorSpec
 
 
 class Likelihood(nn.Module):
@@ -34,13 +39,16 @@ class Likelihood(nn.Module):
         return {}
 
     def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
+        """The per-row distribution of y given the net's outputs ``out`` (and the latent sites' values)."""
         raise NotImplementedError
 
-    def check(self, y: torch.Tensor, n_rows: int) -> torch.Tensor:
-        return y
+    def check(self, y: ArrayLike, n_rows: int) -> torch.Tensor:
+        """Targets ``y`` checked and converted for this likelihood, one per input row."""
+        return torch.as_tensor(y)
 
     def forward(self, out: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None,
-                latents: dict | None = None):
+                latents: dict | None = None) -> torch.Tensor:
+        """Sample (``y=None``) or observe site ``"obs"`` in a data plate of ``data_size`` rows."""
         n = out.shape[-2]
         if y is not None and y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} rows but the inputs have {n}")
@@ -49,6 +57,7 @@ class Likelihood(nn.Module):
             return pyro.sample("obs", self.distribution(out, latents), obs=y)
 
     def config(self) -> dict:
+        """JSON-able description (written into run directories and checkpoints)."""
         return {"name": type(self).__name__}
 
 
@@ -63,16 +72,19 @@ class Categorical(Likelihood):
             raise ValueError(f"num_classes must be >= 2; got {num_classes}")
         self.num_classes = None if num_classes is None else int(num_classes)
 
-    def distribution(self, out, latents=None):
+    def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
+        """Categorical over the classes, logits ``out[..., C]``."""
         if self.num_classes is not None and out.shape[-1] != self.num_classes:
             raise ValueError(f"the net outputs {out.shape[-1]} logits but the likelihood has "
                              f"{self.num_classes} classes")
         return dist.Categorical(logits=out)
 
-    def check(self, y, n_rows):
+    def check(self, y: ArrayLike, n_rows: int) -> torch.Tensor:
+        """Integer labels in [0, num_classes), one per row."""
         return check_labels(y, self.num_classes, n_rows)
 
-    def config(self):
+    def config(self) -> dict:
+        """JSON-able description (written into run directories and checkpoints)."""
         return {"name": "Categorical", "num_classes": self.num_classes}
 
 
@@ -91,7 +103,7 @@ class Normal(Likelihood):
     kind = "regression"
     MIN_SCALE = 1e-3
 
-    def __init__(self, scale: float | None = 1.0, log_scale_prior=None, heteroscedastic: bool = False,
+    def __init__(self, scale: float | None = 1.0, log_scale_prior: PriorSpec = None, heteroscedastic: bool = False,
                  init_scale: float = 1.0):
         super().__init__()
         from .priors import make_prior
@@ -112,13 +124,16 @@ class Normal(Likelihood):
         if scale is None and log_scale_prior is None and not heteroscedastic:
             self.raw_scale = nn.Parameter(torch.log(torch.expm1(torch.tensor(float(init_scale)))))
 
-    def latents(self):
+    def latents(self) -> dict:
+        """``{"obs_log_scale": (shape, prior)}`` when the noise is inferred, else nothing."""
         return {} if self.log_scale_prior is None else {NOISE_SITE: (torch.Size(), self.log_scale_prior)}
 
-    def initial_latents(self):
+    def initial_latents(self) -> dict[str, torch.Tensor]:
+        """log(init_scale) for the inferred noise site, if there is one."""
         return {} if self.log_scale_prior is None else {NOISE_SITE: torch.tensor(math.log(self.init_scale))}
 
     def loc(self, out: torch.Tensor) -> torch.Tensor:
+        """The predictive mean: the net's first output."""
         return out[..., 0]
 
     def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
@@ -129,17 +144,21 @@ class Normal(Likelihood):
             return torch.tensor(self.fixed_scale, device=out.device, dtype=out.dtype)
         if self.log_scale_prior is None:
             return softplus(self.raw_scale)
+        if latents is None or NOISE_SITE not in latents:
+            raise ValueError(f"this likelihood infers its noise: pass latents holding {NOISE_SITE!r}")
         log_s = latents[NOISE_SITE]
         # per-draw noise [S] (or the plate-broadcast [S, 1]) against loc [S, N]
         return log_s.reshape(*log_s.shape, *([1] * (out.dim() - 1 - log_s.dim()))).exp()
 
-    def distribution(self, out, latents=None):
+    def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
+        """Normal(loc(out), scale(out, latents)) per row."""
         want = 2 if self.heteroscedastic else 1
         if out.shape[-1] != want:
             raise ValueError(f"the net must output {want} value(s) per row for this likelihood; got {out.shape[-1]}")
         return dist.Normal(self.loc(out), self.scale(out, latents))
 
-    def check(self, y, n_rows):
+    def check(self, y: ArrayLike, n_rows: int) -> torch.Tensor:
+        """Real targets without NaN/inf, 1-D (a ``[rows, 1]`` column is flattened)."""
         y = check_targets(y, n_rows)
         if y.dim() == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -147,7 +166,8 @@ class Normal(Likelihood):
             raise ValueError(f"targets must be 1-D [rows] (or [rows, 1]); got shape {tuple(y.shape)}")
         return y
 
-    def config(self):
+    def config(self) -> dict:
+        """JSON-able description (written into run directories and checkpoints)."""
         return {"name": "Normal", "scale": self.fixed_scale, "heteroscedastic": self.heteroscedastic,
                 "log_scale_prior": None if self.log_scale_prior is None else self.log_scale_prior.config()}
 
@@ -155,7 +175,7 @@ class Normal(Likelihood):
 LIKELIHOODS = {"categorical": Categorical, "normal": Normal}
 
 
-def make_likelihood(spec) -> Likelihood:
+def make_likelihood(spec: Likelihood | str) -> Likelihood:
     """A Likelihood from an instance or a name (``"categorical"``, ``"normal"``)."""
     if isinstance(spec, Likelihood):
         return spec

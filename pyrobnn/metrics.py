@@ -1,12 +1,19 @@
 """Scores of predicted class probabilities ``probs: [N, C]`` against integer labels ``y: [N]``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 
+from ._types import ArrayLike
 from .data import check_labels
 
+if TYPE_CHECKING:
+    from .predictive import PosteriorPredictive
 
-def _check(probs: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _check(probs: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     probs = torch.as_tensor(probs, dtype=torch.float32)
     if probs.dim() != 2:
         raise ValueError(f"probs must be [N, C]; got shape {tuple(probs.shape)}")
@@ -14,25 +21,26 @@ def _check(probs: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
     return probs, y
 
 
-def accuracy(probs, y) -> float:
+def accuracy(probs: ArrayLike, y: ArrayLike) -> float:
+    """Share of inputs whose most probable class is the label."""
     probs, y = _check(probs, y)
     return float((probs.argmax(-1) == y).float().mean())
 
 
-def nll(probs, y, eps: float = 1e-12) -> float:
+def nll(probs: ArrayLike, y: ArrayLike, eps: float = 1e-12) -> float:
     """Mean negative log predictive probability of the true class (nats)."""
     probs, y = _check(probs, y)
     return float(-torch.log(probs.gather(1, y[:, None]).clamp_min(eps)).mean())
 
 
-def brier(probs, y) -> float:
+def brier(probs: ArrayLike, y: ArrayLike) -> float:
     """Mean over inputs of the squared distance between probs and the one-hot label (0 to 2)."""
     probs, y = _check(probs, y)
     onehot = torch.nn.functional.one_hot(y, probs.shape[1]).float()
     return float(((probs - onehot) ** 2).sum(-1).mean())
 
 
-def ece(probs, y, n_bins: int = 15) -> float:
+def ece(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> float:
     """Expected calibration error: confidences in ``n_bins`` equal-width bins of (0, 1], the
     |accuracy - confidence| gap of each bin weighted by its share of inputs."""
     probs, y = _check(probs, y)
@@ -44,13 +52,13 @@ def ece(probs, y, n_bins: int = 15) -> float:
     return float(gap.abs().sum() / conf.shape[0])
 
 
-def classification_report(probs, y, n_bins: int = 15) -> dict[str, float]:
+def classification_report(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> dict[str, float]:
     """accuracy, nll, brier and ece in one dict."""
     return {"accuracy": accuracy(probs, y), "nll": nll(probs, y), "brier": brier(probs, y),
             "ece": ece(probs, y, n_bins)}
 
 
-def coverage(lower, upper, y) -> float:
+def coverage(lower: ArrayLike, upper: ArrayLike, y: ArrayLike) -> float:
     """Share of targets inside their interval [lower, upper] (0 to 1)."""
     lower, upper, y = (torch.as_tensor(t, dtype=torch.float32) for t in (lower, upper, y))
     if not (lower.shape == upper.shape == y.shape):
@@ -61,12 +69,15 @@ def coverage(lower, upper, y) -> float:
     return float(((y >= lower) & (y <= upper)).float().mean())
 
 
-def rmse(pred, y) -> float:
+def rmse(pred: ArrayLike, y: ArrayLike) -> float:
+    """Root mean squared error of ``pred`` against ``y``."""
     pred, y = torch.as_tensor(pred, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     return float(((pred - y.to(pred.device)) ** 2).mean().sqrt())
 
 
-def calibration_curve(pp, y, levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> list[dict]:
+def calibration_curve(pp: PosteriorPredictive, y: ArrayLike,
+                      levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+                      ) -> list[dict]:
     """Regression calibration: for each central-interval level, the observed share of targets inside."""
     y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
     out = []
@@ -76,7 +87,7 @@ def calibration_curve(pp, y, levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9
     return out
 
 
-def regression_report(pp, y, levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
+def regression_report(pp: PosteriorPredictive, y: ArrayLike, levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95)) -> dict:
     """RMSE of the predictive mean, mean log predictive density (log-mean-exp over draws), coverage of
     central intervals at ``levels``, and mean interval width at 95%."""
     y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
@@ -88,7 +99,7 @@ def regression_report(pp, y, levels=(0.5, 0.8, 0.9, 0.95)) -> dict:
     return rep
 
 
-def referral_curve(probs, y, score, fractions) -> list[float]:
+def referral_curve(probs: ArrayLike, y: ArrayLike, score: ArrayLike, fractions: Sequence[float]) -> list[float]:
     """Accuracy on the inputs kept when the fraction ``f`` with the highest ``score`` (the most
     uncertain) is referred elsewhere, for each f in ``fractions`` (f = 0 gives plain accuracy)."""
     probs, y = _check(probs, y)
@@ -103,14 +114,14 @@ def referral_curve(probs, y, score, fractions) -> list[float]:
     return out
 
 
-def oracle_referral_curve(probs, y, fractions) -> list[float]:
+def oracle_referral_curve(probs: ArrayLike, y: ArrayLike, fractions: Sequence[float]) -> list[float]:
     """The best possible referral: wrong predictions are referred first."""
     probs, y = _check(probs, y)
     wrong = (probs.argmax(-1) != y).float()
     return referral_curve(probs, y, wrong, fractions)
 
 
-def reliability_bins(probs, y, n_bins: int = 15) -> list[dict]:
+def reliability_bins(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> list[dict]:
     """Per confidence bin (equal width on (0, 1]): mean confidence, accuracy and count."""
     probs, y = _check(probs, y)
     conf, pred = probs.max(-1)
@@ -126,7 +137,7 @@ def reliability_bins(probs, y, n_bins: int = 15) -> list[dict]:
     return out
 
 
-def auroc(scores_in, scores_out) -> float:
+def auroc(scores_in: ArrayLike, scores_out: ArrayLike) -> float:
     """Area under the ROC curve for telling ``scores_out`` (positives: higher score = more likely
     out of distribution) from ``scores_in``; ties count one half (Mann-Whitney U / (n_in n_out))."""
     a = torch.as_tensor(scores_in, dtype=torch.float64).reshape(-1)

@@ -1,22 +1,27 @@
 """Figures. Each function takes data or summaries and returns a matplotlib Figure (Agg backend)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ._types import ArrayLike  # noqa: E402
 
 COLORS = ["tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown"]
 
 
-def _np(a) -> np.ndarray:
+def _np(a: ArrayLike) -> np.ndarray:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
-def scatter_by_class(x, y, labels, class_names: Sequence[str], axis_names=("x", "y"), title: str = ""):
+def scatter_by_class(x: ArrayLike, y: ArrayLike, labels: ArrayLike, class_names: Sequence[str],
+                     axis_names: Sequence[str] = ("x", "y"), title: str = "") -> Figure:
     """Scatter of two features coloured by class (seed fig. 2.01)."""
     x, y, labels = _np(x), _np(y), _np(labels)
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -31,14 +36,14 @@ def scatter_by_class(x, y, labels, class_names: Sequence[str], axis_names=("x", 
     return fig
 
 
-def histograms_by_class(values, labels, class_names: Sequence[str], value_name: str = "value",
-                        bins: int = 20, title: str = ""):
+def histograms_by_class(values: ArrayLike, labels: ArrayLike, class_names: Sequence[str], value_name: str = "value",
+                        bins: int = 20, title: str = "") -> Figure:
     """Overlaid histograms of one feature per class, raw counts (seed fig. 2.02)."""
     values, labels = _np(values), _np(labels)
     edges = np.histogram_bin_edges(values, bins=bins)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c, name in enumerate(class_names):
-        ax.hist(values[labels == c], bins=edges, alpha=0.55, color=COLORS[c % len(COLORS)], label=name)
+        ax.hist(values[labels == c], bins=edges.tolist(), alpha=0.55, color=COLORS[c % len(COLORS)], label=name)
     ax.set_xlabel(value_name)
     ax.set_ylabel("count")
     ax.set_title(title)
@@ -47,7 +52,8 @@ def histograms_by_class(values, labels, class_names: Sequence[str], value_name: 
     return fig
 
 
-def violins_by_class(values, labels, class_names: Sequence[str], value_name: str = "value", title: str = ""):
+def violins_by_class(values: ArrayLike, labels: ArrayLike, class_names: Sequence[str], value_name: str = "value",
+                     title: str = "") -> Figure:
     """Violin plot of one feature per class with the mean marked (seed fig. 2.03)."""
     values, labels = _np(values), _np(labels)
     groups = [values[labels == c] for c in range(len(class_names))]
@@ -55,7 +61,8 @@ def violins_by_class(values, labels, class_names: Sequence[str], value_name: str
     fig, ax = plt.subplots(figsize=(7, 4.5))
     parts = ax.violinplot([groups[i] for i in present], positions=[i + 1 for i in present],
                           showmeans=True, showextrema=True)
-    for body, i in zip(parts["bodies"], present):
+    # a list of PolyCollection at run time (matplotlib's stub types it as one Collection)
+    for body, i in zip(cast("list[Any]", parts["bodies"]), present):
         body.set_facecolor(COLORS[i % len(COLORS)])
         body.set_alpha(0.6)
     ax.set_xticks(range(1, len(class_names) + 1), class_names)
@@ -65,8 +72,8 @@ def violins_by_class(values, labels, class_names: Sequence[str], value_name: str
     return fig
 
 
-def class_frequency_histogram(frequencies, class_names: Sequence[str], input_labels: Sequence[str],
-                              num_samples: int, title: str = ""):
+def class_frequency_histogram(frequencies: ArrayLike, class_names: Sequence[str], input_labels: Sequence[str],
+                              num_samples: int, title: str = "") -> Figure:
     """Grouped bars: for each chosen input, the share of posterior draws predicting each class
     (seed fig. 2.04, 'histogram of 5000 samples for 3 test inputs')."""
     freq = _np(frequencies)
@@ -91,7 +98,8 @@ def class_frequency_histogram(frequencies, class_names: Sequence[str], input_lab
     return fig
 
 
-def intervals_sorted_by_target(y, mean, lower, upper, level: float, ylabel: str = "target", title: str = ""):
+def intervals_sorted_by_target(y: ArrayLike, mean: ArrayLike, lower: ArrayLike, upper: ArrayLike, level: float,
+                               ylabel: str = "target", title: str = "") -> Figure:
     """Test targets in increasing order with the predictive mean and its credible interval."""
     y, mean, lower, upper = (_np(a) for a in (y, mean, lower, upper))
     order = np.argsort(y)
@@ -111,7 +119,7 @@ def intervals_sorted_by_target(y, mean, lower, upper, level: float, ylabel: str 
     return fig
 
 
-def calibration_curve(curve: list[dict], title: str = ""):
+def calibration_curve(curve: list[dict], title: str = "") -> Figure:
     """Regression calibration: expected vs observed coverage of central intervals."""
     exp = np.array([c["level"] for c in curve])
     obs = np.array([c["observed"] for c in curve])
@@ -128,11 +136,11 @@ def calibration_curve(curve: list[dict], title: str = ""):
     return fig
 
 
-def referral_curves(fractions, curves: dict, title: str = ""):
+def referral_curves(fractions: ArrayLike, curves: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
     f = 100 * np.asarray(fractions)
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    styles = {"oracle": dict(color="grey", ls="--"), "random": dict(color="grey", ls=":")}
+    styles: dict[str, dict[str, Any]] = {"oracle": dict(color="grey", ls="--"), "random": dict(color="grey", ls=":")}
     for i, (name, acc) in enumerate(curves.items()):
         ax.plot(f, acc, label=name, **styles.get(name, dict(color=COLORS[i % len(COLORS)], marker=".")))
     ax.set_xlabel("% of test inputs referred (most uncertain first)")
@@ -143,7 +151,7 @@ def referral_curves(fractions, curves: dict, title: str = ""):
     return fig
 
 
-def reliability_diagram(bins: list[dict], title: str = ""):
+def reliability_diagram(bins: list[dict], title: str = "") -> Figure:
     """Accuracy against confidence per bin, with the bin counts underneath."""
     used = [b for b in bins if b["count"]]
     fig, (ax, axc) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -162,7 +170,8 @@ def reliability_diagram(bins: list[dict], title: str = ""):
     return fig
 
 
-def uncertain_gallery(images, frequencies, labels, class_names, title: str = ""):
+def uncertain_gallery(images: ArrayLike, frequencies: ArrayLike, labels: ArrayLike, class_names: Sequence[str],
+                      title: str = "") -> Figure:
     """The given images, each above the histogram of posterior predictive classes for it."""
     images, freq, labels = _np(images), _np(frequencies), _np(labels)
     n = len(images)
@@ -181,7 +190,8 @@ def uncertain_gallery(images, frequencies, labels, class_names, title: str = "")
     return fig
 
 
-def pruning_curve(fractions, accuracies, title: str = ""):
+def pruning_curve(fractions: ArrayLike, accuracies: Sequence[float], title: str = "") -> Figure:
+    """Test accuracy against the percentage of weights pruned (lowest signal-to-noise first)."""
     fig, ax = plt.subplots(figsize=(5.6, 4))
     ax.plot(100 * np.asarray(fractions), accuracies, marker="o", color="tab:blue")
     ax.set_xlabel("% of weights removed (lowest |mu| / sigma first)")
@@ -191,7 +201,7 @@ def pruning_curve(fractions, accuracies, title: str = ""):
     return fig
 
 
-def score_histograms(scores: dict, in_label: str, out_label: str):
+def score_histograms(scores: Mapping[str, tuple[ArrayLike, ArrayLike]], in_label: str, out_label: str) -> Figure:
     """One panel per score: histograms of in-distribution and out-of-distribution values."""
     fig, axes = plt.subplots(1, len(scores), figsize=(5.2 * len(scores), 4))
     for ax, (name, (a, b)) in zip(np.atleast_1d(axes), scores.items()):
@@ -206,8 +216,9 @@ def score_histograms(scores: dict, in_label: str, out_label: str):
     return fig
 
 
-def forecast_band(dates, series, pred_dates, mean, lower, upper, title: str = "", zoom: bool = False,
-                  k_std=None):
+def forecast_band(dates: ArrayLike, series: ArrayLike, pred_dates: ArrayLike, mean: ArrayLike, lower: ArrayLike,
+                  upper: ArrayLike, title: str = "", zoom: bool = False,
+                  k_std: tuple[float, ArrayLike] | None = None) -> Figure:
     """A series with forecasts over its final period: the predictive mean, its quantile band and,
     with ``k_std=(k, std)``, the mean +- k std band (seed 003's plots). ``zoom`` shows the
     forecast period only."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol, cast
 
 import pyro
 import pyro.distributions as dist
@@ -10,7 +12,9 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ._types import ArrayLike, Guide
 from .lift import BayesianNet
+from .likelihoods import Likelihood
 
 _CHUNK_BYTES = 256 * 2**20  # activations + weights held at once per chunk of draws
 
@@ -58,7 +62,7 @@ def auto_chunk(bnn: BayesianNet, x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def predict(bnn: BayesianNet, guide, x, num_samples: int = 1000, chunk_size: int | None = None,
+def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 1000, chunk_size: int | None = None,
             seed: int | None = None) -> PosteriorPredictive:
     """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws."""
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
@@ -92,18 +96,19 @@ class PosteriorPredictive:
     ``latents`` holds per-draw values of the likelihood's own latent sites (e.g. the noise).
     """
 
-    def __init__(self, outputs: torch.Tensor, likelihood, latents: dict | None = None):
+    def __init__(self, outputs: torch.Tensor, likelihood: Likelihood | _Rescaled, latents: dict | None = None):
         self.outputs = outputs
         self.likelihood = likelihood
         self.latents = latents or {}
         self.kind = likelihood.kind
-        self._draws = None
+        self._draws: torch.Tensor | None = None
 
     @property
     def num_samples(self) -> int:
+        """Number of weight draws S."""
         return self.outputs.shape[0]
 
-    def distribution(self):
+    def distribution(self) -> dist.TorchDistribution:
         """The per-draw predictive distribution, batch shape ``[S, N]``."""
         return self.likelihood.distribution(self.outputs, self.latents)
 
@@ -115,7 +120,7 @@ class PosteriorPredictive:
         return self._draws
 
     # --- classification ------------------------------------------------------------------------
-    def _need(self, kind):
+    def _need(self, kind: str) -> None:
         if self.kind != kind:
             raise ValueError(f"this summary is for {kind}; the likelihood is {self.kind}")
 
@@ -140,6 +145,7 @@ class PosteriorPredictive:
         return self.probs.mean(0)
 
     def predicted_class(self) -> torch.Tensor:
+        """The most probable class under the posterior predictive, per input."""
         return self.mean_probs().argmax(-1)
 
     def predictive_entropy(self) -> torch.Tensor:
@@ -157,15 +163,18 @@ class PosteriorPredictive:
         return (self.predictive_entropy() - self.expected_entropy()).clamp_min(0.0)
 
     # --- regression ----------------------------------------------------------------------------
+    def _regression(self) -> _RegressionLikelihood:
+        self._need("regression")
+        # kind "regression": likelihoods.Normal or _Rescaled, both with loc() and scale()
+        return cast(_RegressionLikelihood, self.likelihood)
+
     def locs(self) -> torch.Tensor:
         """Per-draw predictive means ``[S, N]``."""
-        self._need("regression")
-        return self.likelihood.loc(self.outputs)
+        return self._regression().loc(self.outputs)
 
     def noise_scales(self) -> torch.Tensor:
         """Per-draw noise std, broadcastable to ``[S, N]``."""
-        self._need("regression")
-        return self.likelihood.scale(self.outputs, self.latents).expand_as(self.locs())
+        return self._regression().scale(self.outputs, self.latents).expand_as(self.locs())
 
     def mean(self) -> torch.Tensor:
         """Predictive mean per input."""
@@ -183,7 +192,7 @@ class PosteriorPredictive:
         """Predictive std per input: sqrt(epistemic + aleatoric variance)."""
         return (self.epistemic_variance() + self.aleatoric_variance()).sqrt()
 
-    def quantiles(self, qs) -> torch.Tensor:
+    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> torch.Tensor:
         """Quantiles ``[len(qs), N]`` of the posterior predictive draws."""
         q = torch.as_tensor(qs, dtype=torch.float32, device=self.outputs.device).reshape(-1)
         if ((q < 0) | (q > 1)).any():
@@ -205,8 +214,15 @@ class PosteriorPredictive:
 
     def rescaled(self, mean: float, std: float) -> PosteriorPredictive:
         """The same predictive in original target units, for a model trained on (y - mean) / std."""
-        self._need("regression")
-        return PosteriorPredictive(self.outputs, _Rescaled(self.likelihood, mean, std), self.latents)
+        return PosteriorPredictive(self.outputs, _Rescaled(self._regression(), mean, std), self.latents)
+
+
+class _RegressionLikelihood(Protocol):
+    """What the regression summaries need from a likelihood."""
+
+    def loc(self, out: torch.Tensor) -> torch.Tensor: ...
+
+    def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor: ...
 
 
 class _Rescaled:
@@ -214,14 +230,14 @@ class _Rescaled:
 
     kind = "regression"
 
-    def __init__(self, inner, mean: float, std: float):
+    def __init__(self, inner: _RegressionLikelihood, mean: float, std: float):
         self.inner, self.shift, self.factor = inner, float(mean), float(std)
 
-    def loc(self, out):
+    def loc(self, out: torch.Tensor) -> torch.Tensor:
         return self.inner.loc(out) * self.factor + self.shift
 
-    def scale(self, out, latents=None):
+    def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
         return self.inner.scale(out, latents) * self.factor
 
-    def distribution(self, out, latents=None):
+    def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
         return dist.Normal(self.loc(out), self.scale(out, latents))

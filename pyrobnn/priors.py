@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import pyro.distributions as dist
 import torch
+from torch import nn
 
 
 def _positive(name: str, value: float) -> float:
@@ -24,7 +26,8 @@ class Prior:
     def _base(self, device: torch.device, dtype: torch.dtype) -> dist.TorchDistribution:
         raise NotImplementedError
 
-    def distribution(self, shape: torch.Size, device=None, dtype=torch.float32) -> dist.TorchDistribution:
+    def distribution(self, shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> dist.TorchDistribution:
         """The prior over a whole parameter of ``shape``: every element i.i.d., shape as event."""
         shape = torch.Size(shape)
         return self._base(torch.device(device or "cpu"), dtype).expand(shape).to_event(len(shape))
@@ -38,12 +41,15 @@ class Prior:
 class _LocScale(Prior):
     loc: float = 0.0
     scale: float = 1.0
-    family = None  # the Pyro distribution class (not a dataclass field)
+    # the Pyro distribution class, set by each subclass (a class variable, not a dataclass field)
+    family: ClassVar[Optional[Callable[..., dist.TorchDistribution]]] = None
 
     def __post_init__(self):
         _positive("scale", self.scale)
 
-    def _base(self, device, dtype):
+    def _base(self, device: torch.device, dtype: torch.dtype) -> dist.TorchDistribution:
+        if self.family is None:
+            raise NotImplementedError(f"{type(self).__name__} has no distribution family")
         return self.family(torch.tensor(self.loc, device=device, dtype=dtype),
                            torch.tensor(self.scale, device=device, dtype=dtype))
 
@@ -80,17 +86,21 @@ class ScaleMixture(Prior):
         if not 0.0 < self.pi < 1.0:
             raise ValueError(f"prior pi must lie in (0, 1); got {self.pi!r}")
 
-    def _base(self, device, dtype):
+    def _base(self, device: torch.device, dtype: torch.dtype) -> dist.TorchDistribution:
         mix = dist.Categorical(torch.tensor([self.pi, 1.0 - self.pi], device=device, dtype=dtype))
         comp = dist.Normal(torch.zeros(2, device=device, dtype=dtype),
                            torch.tensor([self.sigma1, self.sigma2], device=device, dtype=dtype))
         return dist.MixtureSameFamily(mix, comp)
 
 
-PRIORS = {"normal": Normal, "laplace": Laplace, "scale_mixture": ScaleMixture}
+PRIORS: dict[str, type[Prior]] = {"normal": Normal, "laplace": Laplace, "scale_mixture": ScaleMixture}
+
+#: What ``lift`` accepts for a prior: a Prior, a name from ``PRIORS``, ``{"name": ..., **params}``, or ``None``
+#: (keep the parameter deterministic).
+PriorSpec = Union[Prior, str, "dict[str, Any]", None]
 
 
-def make_prior(spec) -> Prior | None:
+def make_prior(spec: PriorSpec) -> Prior | None:
     """A Prior from a Prior, ``None`` (keep deterministic), a name, or ``{"name": ..., **params}``."""
     if spec is None or isinstance(spec, Prior):
         return spec
@@ -107,14 +117,12 @@ def make_prior(spec) -> Prior | None:
     raise TypeError(f"prior must be a pyrobnn.priors.Prior, a name, a dict or None; got {type(spec).__name__}")
 
 
-def fan_in_normal(net, gain: float = 1.0) -> dict:
+def fan_in_normal(net: nn.Module, gain: float = 1.0) -> dict[str, Prior]:
     """Per-layer overrides for ``lift(priors=...)``: Normal(0, gain / sqrt(fan_in)) on the weights and
     biases of every Linear/Conv layer, so the prior over functions does not widen with layer width
     (Neal 1996). ``gain`` of about sqrt(2) suits ReLU nets."""
-    from torch import nn
-
     _positive("gain", gain)
-    out = {}
+    out: dict[str, Prior] = {}
     for name, m in net.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             fan_in = m.weight[0].numel()

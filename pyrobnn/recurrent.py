@@ -47,11 +47,14 @@ def _gru_cell(gx, h, w_hh, b_hh):
 def _run_direction(m, x, layer, suffix, h, c, reverse):
     """One layer, one direction over time-major ``x`` [T, B, F]; returns outputs [T, B, H] and the
     final state."""
-    get = lambda name: getattr(m, f"{name}_l{layer}{suffix}", None)  # noqa: E731
-    w_ih, w_hh, b_ih, b_hh = get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+    def get(name: str) -> torch.Tensor | None:  # absent for bias=False / no projection
+        return getattr(m, f"{name}_l{layer}{suffix}", None)
+
+    w_ih, w_hh, b_ih, b_hh = getattr(m, f"weight_ih_l{layer}{suffix}"), getattr(m, f"weight_hh_l{layer}{suffix}"), \
+        get("bias_ih"), get("bias_hh")
     gx = F.linear(x, w_ih, b_ih)  # the input projection of every step at once
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    outs = [None] * x.shape[0]
+    outs: list[torch.Tensor] = [x] * x.shape[0]  # placeholders, each overwritten below
     if isinstance(m, nn.LSTM):
         w_hr = get("weight_hr")
         for t in steps:
@@ -65,7 +68,8 @@ def _run_direction(m, x, layer, suffix, h, c, reverse):
 
 
 def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
-    """What ``m(x, hx)`` returns, computed from ``m``'s parameters with plain tensor ops."""
+    """What ``m(x, hx)`` returns (``output, h_n`` for a GRU, ``output, (h_n, c_n)`` for an LSTM),
+    computed from ``m``'s parameters with plain tensor ops."""
     if isinstance(x, PackedSequence):
         raise ValueError(f"{type(m).__name__}: packed sequences are not supported in a lifted net; pad the "
                          "batch and pick each row's last real step (see models/sentiment.py)")
@@ -85,20 +89,22 @@ def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
         h0, c0 = hx if is_lstm else (hx, None)
         if unbatched:
             h0, c0 = h0.unsqueeze(1), (c0.unsqueeze(1) if c0 is not None else None)
-    h_n, c_n, layer_in = [], [], x
+    hs: list[torch.Tensor] = []
+    cs: list[torch.Tensor] = []
+    layer_in = x
     for layer in range(m.num_layers):
         outs = []
         for d in range(dirs):
             k = layer * dirs + d
             out, h, c = _run_direction(m, layer_in, layer, "_reverse" if d else "", h0[k],
-                                       c0[k] if is_lstm else None, reverse=bool(d))
+                                       c0[k] if c0 is not None else None, reverse=bool(d))
             outs.append(out)
-            h_n.append(h)
-            c_n.append(c)
+            hs.append(h)
+            cs.append(c)
         layer_in = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
         if m.dropout and m.training and layer < m.num_layers - 1:
             layer_in = F.dropout(layer_in, m.dropout, training=True)
-    h_n = torch.stack(h_n)
+    h_n = torch.stack(hs)
     out = layer_in
     if unbatched:
         out, h_n = out.squeeze(1), h_n.squeeze(1)
@@ -106,11 +112,12 @@ def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
         out = out.transpose(0, 1)
     if not is_lstm:
         return out, h_n
-    c_n = torch.stack(c_n)
+    c_n = torch.stack(cs)
     return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
 
 
 def has_recurrence(net: nn.Module) -> bool:
+    """True when ``net`` contains an nn.LSTM or nn.GRU."""
     return any(isinstance(m, RECURRENT) for m in net.modules())
 
 
@@ -122,13 +129,13 @@ def unfused_recurrence(net: nn.Module):
         for m in net.modules():
             if isinstance(m, RECURRENT):
                 patched.append((m, m.__dict__.get("forward")))  # e.g. a CarriedState wrapper
-                m.forward = lambda x, hx=None, _m=m: recurrent_forward(_m, x, hx)
+                setattr(m, "forward", lambda x, hx=None, _m=m: recurrent_forward(_m, x, hx))
         yield
     finally:
         for m, previous in patched:
             del m.forward
             if previous is not None:
-                m.forward = previous
+                setattr(m, "forward", previous)
 
 
 class CarriedState:
@@ -145,6 +152,7 @@ class CarriedState:
         self.state: dict[int, object] = {}
 
     def reset(self) -> None:
+        """Forget the carried state: the next call starts from zeros."""
         self.state.clear()
 
     def _forward(self, m, original):
@@ -158,7 +166,7 @@ class CarriedState:
 
     def __enter__(self):
         for m in self.modules:
-            m.forward = self._forward(m, m.forward)
+            setattr(m, "forward", self._forward(m, m.forward))
         return self
 
     def __exit__(self, *exc):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -12,7 +13,10 @@ import torch
 def get_state() -> dict:
     """torch (CPU and CUDA), Python and NumPy generator states, as tensors and lists."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    # legacy=True always gives the 5-tuple (numpy's stub says ``dict | tuple``)
+    assert isinstance(np_state, tuple)
+    name, keys, pos, has_gauss, cached = np_state
     state = {
         "torch": torch.get_rng_state(),
         "python": [version, list(internal), gauss],
@@ -24,6 +28,7 @@ def get_state() -> dict:
 
 
 def set_state(state: dict) -> None:
+    """Restore the generator states captured by :func:`get_state`."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -34,7 +39,7 @@ def set_state(state: dict) -> None:
 
 
 @contextmanager
-def preserved():
+def preserved() -> Iterator[None]:
     """Run the body, then put every generator back where it was (for side work such as creating
     lazy parameters or writing a checkpoint, which must not change the training stream)."""
     state = get_state()

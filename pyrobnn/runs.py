@@ -6,16 +6,18 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
+
+from ._types import PathLike
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
-def new_run_dir(out, experiment: str) -> Path:
+def new_run_dir(out: PathLike, experiment: str) -> Path:
     """A fresh, unique directory ``out/experiment/YYYYmmdd-HHMMSS[-k]``."""
     base = Path(out) / experiment
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -30,17 +32,22 @@ def new_run_dir(out, experiment: str) -> Path:
 
 
 def environment() -> dict:
-    """Versions and the git commit of the working tree (when there is one)."""
+    """Versions and the git commit of the working tree (when pyrobnn runs from a checkout: an installed
+    copy, say in a virtualenv inside some repository, reports none)."""
+    here = Path(__file__).resolve().parent
+    commit = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=here).stdout.split()
+        if len(out) == 2 and Path(out[0]).resolve() == here.parent:
+            commit = out[1]
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        pass
     return {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
             "platform": platform.platform(), "git_commit": commit}
 
 
-def write_json(path, obj) -> Path:
+def write_json(path: PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (atomically: temp file then rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -55,7 +62,7 @@ class EpochLog:
     TensorBoard scalars under ``tensorboard/<name>`` when the optional ``tensorboard`` package is
     installed (``pip install 'pyrobnn[tensorboard]'``)."""
 
-    def __init__(self, run_dir, name: str = "history", tensorboard: bool = True):
+    def __init__(self, run_dir: PathLike, name: str = "history", tensorboard: bool = True):
         self.jsonl = Path(run_dir) / f"{name}.jsonl"
         self.csv = Path(run_dir) / f"{name}.csv"
         self.writer: SummaryWriter | None = None
@@ -68,6 +75,7 @@ class EpochLog:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard" / name))
 
     def __call__(self, record: dict) -> None:
+        """Append one epoch's record (``record["epoch"]`` is the step for TensorBoard)."""
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
         import pandas as pd

@@ -16,6 +16,7 @@ PAD, UNKNOWN = 0, 1
 
 
 def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens of ``text``, with ``!`` and ``?`` as tokens of their own."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a string; got {type(text).__name__}")
     return _TOKEN.findall(text.lower())
@@ -31,6 +32,7 @@ class Vocabulary:
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+        """The vocabulary of ``texts``: words seen ``min_count`` times or more, the ``max_size`` most frequent."""
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1; got {min_count}")
         counts = Counter(w for t in texts for w in tokenize(t))

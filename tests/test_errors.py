@@ -1,4 +1,6 @@
 """Bad input gets a one-line ValueError that names the input and the problem."""
+from __future__ import annotations
+
 import math
 
 import pytest
