@@ -8,6 +8,7 @@ so draw ``i`` of ``posterior_predictive`` was sampled under weight draw ``i`` of
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pyro
 import torch
@@ -47,7 +48,8 @@ def _site_dims(name: str, shape) -> list[str]:
 
 
 @torch.no_grad()
-def to_inference_data(bnn: BayesianNet, guide, x=None, num_samples: int = 1000, seed: int | None = None, y=None):
+def to_inference_data(bnn: BayesianNet, guide, x: torch.Tensor | None = None, num_samples: int = 1000,
+                      seed: int | None = None, y: torch.Tensor | None = None) -> Any:
     """``arviz.InferenceData`` of the posterior ``guide`` approximates for ``bnn``.
 
     Groups: ``posterior`` (every lifted weight and latent site, dims ``chain`` (1), ``draw``

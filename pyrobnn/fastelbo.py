@@ -57,7 +57,10 @@ class MeanFieldELBO:
                 self._prior_cache = {key: (loc, scale)}
         return self._prior_cache[key]
 
-    def differentiable_loss(self, model, guide, x, y, data_size=None) -> torch.Tensor:
+    def differentiable_loss(self, model, guide, x: torch.Tensor, y: torch.Tensor,
+                            data_size: int | None = None) -> torch.Tensor:
+        """The negative ELBO estimate (differentiable): closed-form KL minus the minibatch
+        log-likelihood scaled to ``data_size`` rows, averaged over the particles."""
         bnn = getattr(model, "__self__", None)
         if not isinstance(bnn, BayesianNet) or not supports(bnn, guide):
             raise ValueError("MeanFieldELBO needs bnn.model of a lifted net with Normal priors and its "

@@ -48,7 +48,8 @@ class DivergenceError(ValueError):
     """Training produced a NaN/inf ELBO or gradient and retries (if any) did not help."""
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device to train on (CPU when None); a clear error when CUDA is asked for and absent."""
     if device is None:
         return torch.device("cpu")
     dev = torch.device(device)
@@ -58,6 +59,7 @@ def resolve_device(device) -> torch.device:
 
 
 def make_elbo(loss, num_particles: int = 1, vectorize_particles: bool = True):
+    """A Pyro ELBO from its name (``"trace"``, ``"meanfield"``); an ELBO instance is returned as is."""
     if not isinstance(loss, str):
         return loss
     if loss not in ELBOS:
@@ -76,7 +78,8 @@ class History:
     interrupted: bool = False
     events: list[str] = field(default_factory=list)
 
-    def append(self, **rec):
+    def append(self, **rec) -> None:
+        """Add one epoch's record."""
         self.records.append(rec)
 
     def __getitem__(self, key: str) -> list:
@@ -87,6 +90,7 @@ class History:
 
     @property
     def last(self) -> dict:
+        """The latest epoch's record ({} before the first)."""
         return self.records[-1] if self.records else {}
 
 
