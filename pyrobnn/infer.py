@@ -217,6 +217,19 @@ def _bad_site(bnn: BayesianNet, guide, xb, yb, size, params: dict[str, torch.Ten
     return "no single site identified"
 
 
+def _parts_by_tracing(bnn: BayesianNet, guide, xb, yb, size) -> dict[str, float]:
+    """One-draw estimate of the ELBO's two parts on a minibatch, for ELBOs that do not report them:
+    nll = -(scaled) log p(y | w), kl = log q(w) - log p(w), from one guide trace and the model replayed
+    on it (RNG untouched, no gradient)."""
+    with rng.preserved(), torch.no_grad():
+        gtr = poutine.trace(guide).get_trace(xb, yb, data_size=size)
+        mtr = poutine.trace(poutine.replay(bnn.model, trace=gtr)).get_trace(xb, yb, data_size=size)
+        obs = float(mtr.log_prob_sum(lambda name, site: site["is_observed"]))
+        log_p = float(mtr.log_prob_sum()) - obs
+        log_q = float(gtr.log_prob_sum())
+    return {"nll": -obs, "kl": log_q - log_p}
+
+
 class _StopSignal:
     """Turns SIGINT/SIGTERM into a flag checked after each step (main thread only)."""
 
@@ -270,8 +283,9 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     (e.g. ``logits.reshape(-1, C)``); one weight sample per minibatch and chunk, the recurrent state
     carried across the chunks of a minibatch (detached), the KL weighted once per minibatch and
     chunk. Needs one particle and the plain estimator.
-    callback: called with each epoch's record (a dict: loss, its nll and kl parts on the fast path,
-    validation metrics), e.g. :class:`pyrobnn.runs.EpochLog` writing CSV and TensorBoard scalars.
+    callback: called with each epoch's record (a dict: loss, its nll and kl parts — per-step means on
+    the fast path, a one-draw estimate on the epoch's last minibatch with Pyro's ELBOs — and validation
+    metrics), e.g. :class:`pyrobnn.runs.EpochLog` writing CSV and TensorBoard scalars.
     Under ``torchrun`` (torch.distributed initialised) each process trains on its shard of every
     minibatch and the result equals one process on the same batches (:mod:`pyrobnn.distributed`);
     pass the same ``seed`` everywhere; rank 0 writes the checkpoint.
@@ -406,6 +420,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                    "seconds": time.perf_counter() - t0, "lr": lr}
             if getattr(elbo, "last_parts", None):  # the fast path reports the ELBO's two parts
                 rec.update(nll=nll_total / n, kl=kl_total / n)
+            else:  # Pyro's ELBOs do not: a one-draw estimate on the epoch's last minibatch
+                rec.update(_parts_by_tracing(bnn, guide, xb, yb, batches.size))
             if val_data is not None and (epoch % int(val_every) == 0 or epoch == int(epochs)):
                 pp = predict(bnn, guide, val_x, num_samples=val_samples)
                 if bnn.likelihood.kind == "classification":

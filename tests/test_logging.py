@@ -41,3 +41,14 @@ def test_records_split_the_loss_and_land_in_csv_jsonl_and_tensorboard(tmp_path):
     assert {"loss", "nll", "kl", "val_accuracy"} <= set(acc.Tags()["scalars"])
     losses = [e.value for e in acc.Scalars("loss")]
     assert losses[:4] == pytest.approx(hist["loss"], rel=1e-6)
+
+
+def test_pyro_elbos_get_a_one_draw_estimate_of_the_parts():
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)))
+    hist = pyrobnn.fit(bnn, pyrobnn.auto_normal(bnn), (x, y), epochs=2, batch_size=32, seed=0, progress=False,
+                       loss="trace")
+    for rec in hist.records:
+        assert rec["nll"] > 0 and abs(rec["kl"]) < 1e4  # -log p(y|w) of labels is positive; finite KL estimate
+        assert rec["nll"] + rec["kl"] == pytest.approx(rec["loss"], rel=0.5)  # one draw vs the epoch mean
