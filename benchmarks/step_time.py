@@ -65,6 +65,47 @@ def relu_stack(layers, h, unpack=False):
     return h, kl
 
 
+def pyrobnn_rows(make_net, likelihood, x, y, n, particles, vec) -> dict:
+    """The pyrobnn rows for one net: through Pyro's ELBOs, and the fast path with 1 and 8 particles."""
+    def step(elbo_factory):
+        def make():
+            pyro.clear_param_store()
+            bnn = pyrobnn.lift(make_net(), likelihood=likelihood)
+            guide = pyrobnn.MeanFieldNormal(bnn)
+            elbo = elbo_factory()
+            return adam_step(guide.parameters(), lambda: elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n))
+        return make
+
+    return {
+        "pyrobnn via Pyro TraceMeanField_ELBO": step(lambda: TraceMeanField_ELBO(**vec)),
+        "pyrobnn via Pyro Trace_ELBO": step(lambda: Trace_ELBO(**vec)),
+        "pyrobnn fast mean-field ELBO (default)": step(lambda: MeanFieldELBO(num_particles=particles)),
+        "pyrobnn fast, 8 vectorised particles": step(lambda: MeanFieldELBO(num_particles=8)),
+        **({"pyrobnn fast, local reparameterisation": step(
+            lambda: MeanFieldELBO(num_particles=particles, estimator="local"))} if x.dim() == 2 else {}),
+    }
+
+
+def tyxe_row(make_net, make_likelihood, svi_args, vec) -> dict:
+    """TyXe's VariationalBNN with its AutoNormal guide (benchmark environment only). TyXe calls
+    ``pyro.util.deep_getattr``, which pyro 1.9 removed: a one-line equivalent is put back."""
+    try:
+        import tyxe
+    except ImportError as e:
+        print(f"note: TyXe row skipped ({e})")
+        return {}
+
+    def make():
+        pyro.clear_param_store()
+        if not hasattr(pyro.util, "deep_getattr"):
+            pyro.util.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
+        bnn = tyxe.VariationalBNN(make_net(), tyxe.priors.IIDPrior(pyro.distributions.Normal(0.0, 1.0)),
+                                  make_likelihood(tyxe), tyxe.guides.AutoNormal)
+        svi = pyro.infer.SVI(bnn.model, bnn.guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO(**vec))
+        return lambda: svi.step(*svi_args)
+    return {"TyXe 0.1.x (AutoNormal, shim for pyro 1.9)": make}
+
+
 def makers(sizes, batch, n, particles):
     x = torch.randn(batch, sizes[0])
     y = torch.randint(0, sizes[-1], (batch,))
@@ -76,15 +117,6 @@ def makers(sizes, batch, n, particles):
     def bbb():
         model = BBBMLP(sizes)
         return adam_step(model.parameters(), lambda: bbb_loss(model, x, y, n))
-
-    def pyrobnn_step(elbo_factory):
-        def make():
-            pyro.clear_param_store()
-            bnn = pyrobnn.lift(mlp(sizes))
-            guide = pyrobnn.MeanFieldNormal(bnn)
-            elbo = elbo_factory()
-            return adam_step(guide.parameters(), lambda: elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n))
-        return make
 
     vec = dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     others = {}
@@ -121,30 +153,12 @@ def makers(sizes, batch, n, particles):
         others["bayesian-torch 0.5.0 (reparameterisation)"] = bayesian_torch
     except ImportError as e:
         print(f"note: bayesian-torch row skipped ({e})")
-    try:  # TyXe (benchmark environment only), with a one-line shim for pyro >= 1.9
-        import tyxe
-
-        def tyxe_step():
-            pyro.clear_param_store()
-            if not hasattr(pyro.util, "deep_getattr"):  # removed from pyro.util in pyro 1.9
-                pyro.util.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
-            bnn = tyxe.VariationalBNN(mlp(sizes), tyxe.priors.IIDPrior(pyro.distributions.Normal(0.0, 1.0)),
-                                      tyxe.likelihoods.Categorical(n), tyxe.guides.AutoNormal)
-            svi = pyro.infer.SVI(bnn.model, bnn.guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO(**vec))
-            return lambda: svi.step(x, y)
-        others["TyXe 0.1.x (AutoNormal, shim for pyro 1.9)"] = tyxe_step
-    except ImportError as e:
-        print(f"note: TyXe row skipped ({e})")
     return {
         "deterministic torch": deterministic,
         "hand-written BBB (torch)": bbb,
-        "pyrobnn via Pyro TraceMeanField_ELBO": pyrobnn_step(lambda: TraceMeanField_ELBO(**vec)),
-        "pyrobnn via Pyro Trace_ELBO": pyrobnn_step(lambda: Trace_ELBO(**vec)),
-        "pyrobnn fast mean-field ELBO (default)": pyrobnn_step(lambda: MeanFieldELBO(num_particles=particles)),
-        "pyrobnn fast, 8 vectorised particles": pyrobnn_step(lambda: MeanFieldELBO(num_particles=8)),
-        "pyrobnn fast, local reparameterisation": pyrobnn_step(
-            lambda: MeanFieldELBO(num_particles=particles, estimator="local")),
+        **pyrobnn_rows(lambda: mlp(sizes), pyrobnn.likelihoods.Categorical(), x, y, n, particles, vec),
         **others,
+        **tyxe_row(lambda: mlp(sizes), lambda tyxe: tyxe.likelihoods.Categorical(n), (x, y), vec),
     }
 
 
@@ -161,14 +175,6 @@ def lstm_makers(batch, n, particles):
         model = BBBLSTMRegressor(10)
         return adam_step(model.parameters(), lambda: regression_loss(model, x, y, n))
 
-    def pyrobnn_step(elbo_factory):
-        def make():
-            pyro.clear_param_store()
-            bnn = pyrobnn.lift(LSTMForecaster(10), likelihood=pyrobnn.likelihoods.Normal(scale=1.0))
-            guide = pyrobnn.MeanFieldNormal(bnn)
-            elbo = elbo_factory()
-            return adam_step(guide.parameters(), lambda: elbo.differentiable_loss(bnn.model, guide, x, y, data_size=n))
-        return make
 
     others = {}
     try:
@@ -205,28 +211,13 @@ def lstm_makers(batch, n, particles):
         others["bayesian-torch 0.5.0 (reparameterisation)"] = bayesian_torch
     except ImportError as e:
         print(f"note: bayesian-torch row skipped ({e})")
-    try:
-        import tyxe
-
-        def tyxe_step():
-            pyro.clear_param_store()
-            if not hasattr(pyro.util, "deep_getattr"):
-                pyro.util.deep_getattr = lambda obj, name: functools.reduce(getattr, name.split("."), obj)
-            bnn = tyxe.VariationalBNN(LSTMForecaster(10), tyxe.priors.IIDPrior(pyro.distributions.Normal(0.0, 1.0)),
-                                      tyxe.likelihoods.HomoskedasticGaussian(n, scale=1.0), tyxe.guides.AutoNormal)
-            svi = pyro.infer.SVI(bnn.model, bnn.guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO(**vec))
-            return lambda: svi.step(x, y.unsqueeze(-1))
-        others["TyXe 0.1.x (AutoNormal, shim for pyro 1.9)"] = tyxe_step
-    except ImportError as e:
-        print(f"note: TyXe row skipped ({e})")
     return {
         "deterministic torch": deterministic,
         "hand-written BBB (torch)": bbb,
-        "pyrobnn via Pyro TraceMeanField_ELBO": pyrobnn_step(lambda: TraceMeanField_ELBO(**vec)),
-        "pyrobnn via Pyro Trace_ELBO": pyrobnn_step(lambda: Trace_ELBO(**vec)),
-        "pyrobnn fast mean-field ELBO (default)": pyrobnn_step(lambda: MeanFieldELBO(num_particles=particles)),
-        "pyrobnn fast, 8 vectorised particles": pyrobnn_step(lambda: MeanFieldELBO(num_particles=8)),
+        **pyrobnn_rows(lambda: LSTMForecaster(10), pyrobnn.likelihoods.Normal(scale=1.0), x, y, n, particles, vec),
         **others,
+        **tyxe_row(lambda: LSTMForecaster(10), lambda tyxe: tyxe.likelihoods.HomoskedasticGaussian(n, scale=1.0),
+                   (x, y.unsqueeze(-1)), vec),
     }
 
 

@@ -59,6 +59,19 @@ def _common(p, out_default="runs"):
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _run_or_resume(args, cls, run, make_cfg):
+    """Continue the run in ``--resume`` with its saved config (progress bar as this command line says),
+    or start a new one with ``make_cfg()``."""
+    from experiments import load_config
+
+    if args.resume:
+        cfg = load_config(cls, args.resume)
+        if hasattr(cfg, "progress"):
+            cfg.progress = not args.no_progress
+        return run(cfg, resume_dir=args.resume)
+    return run(make_cfg())
+
+
 def _egg_parser(sub):
     from experiments.egg import GUIDES, EggConfig
 
@@ -82,19 +95,13 @@ def _egg_parser(sub):
 
 
 def _run_egg(args) -> int:
-    from experiments import load_config
     from experiments.egg import EggConfig, run
 
-    if args.resume:
-        cfg = load_config(EggConfig, args.resume)
-        cfg.progress = not args.no_progress
-        res = run(cfg, resume_dir=args.resume)
-    else:
-        cfg = EggConfig(data=args.data, epochs=args.epochs, det_epochs=args.det_epochs, guide=args.guide,
-                        loss=args.loss, lr=args.lr, batch_size=args.batch_size, num_particles=args.num_particles,
-                        num_samples=args.num_samples, pyro_baseline_samples=args.pyro_baseline_samples,
-                        seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress)
-        res = run(cfg)
+    res = _run_or_resume(args, EggConfig, run, lambda: EggConfig(
+        data=args.data, epochs=args.epochs, det_epochs=args.det_epochs, guide=args.guide, loss=args.loss, lr=args.lr,
+        batch_size=args.batch_size, num_particles=args.num_particles, num_samples=args.num_samples,
+        pyro_baseline_samples=args.pyro_baseline_samples, seed=args.seed, device=args.device, out=args.out,
+        progress=not args.no_progress))
     det, bay, tm = res["deterministic"], res["bayesian"], res["predictive_timing"]
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
@@ -143,14 +150,10 @@ def _boston_parser(sub):
 
 
 def _run_boston(args) -> int:
-    from experiments import load_config
     from experiments.boston import BostonConfig, run
 
-    if args.resume:
-        res = run(load_config(BostonConfig, args.resume), resume_dir=args.resume)
-    else:
-        res = run(BostonConfig(data=args.data, level=args.level, drop_b=args.drop_b,
-                               model=_regression_config(args), out=args.out))
+    res = _run_or_resume(args, BostonConfig, run, lambda: BostonConfig(
+        data=args.data, level=args.level, drop_b=args.drop_b, model=_regression_config(args), out=args.out))
     print(f"Boston housing: {res['n_train']} train / {res['n_test']} test")
     print(f"RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
           f"{res['inside_interval']:.1%} of test targets inside their {res['level']:.0%} interval "
@@ -212,15 +215,10 @@ def _run_mnist(args) -> int:
     for name in ("n_train", "n_test", "epochs", "det_epochs", "num_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if args.resume:
-        from experiments import load_config
-
-        res = run(load_config(MNISTConfig, args.resume), resume_dir=args.resume)
-    else:
-        res = run(MNISTConfig(data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
-                              arch=args.arch, epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr,
-                              num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
-                              progress=not args.no_progress))
+    res = _run_or_resume(args, MNISTConfig, run, lambda: MNISTConfig(
+        data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir, arch=args.arch,
+        epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
+        device=args.device, out=args.out, progress=not args.no_progress))
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} test images)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
@@ -259,19 +257,13 @@ def _stocks_parser(sub):
 
 
 def _run_stocks(args) -> int:
-    from experiments import load_config
     from experiments.stocks import StockConfig, run
 
-    if args.resume:
-        cfg = load_config(StockConfig, args.resume)
-        cfg.progress = not args.no_progress
-        res = run(cfg, resume_dir=args.resume)
-    else:
-        res = run(StockConfig(data_dir=args.data_dir, tickers=tuple(args.tickers), horizon=args.horizon,
-                              window=args.window, test_days=args.test_days, epochs=args.epochs, lr=args.lr,
-                              heteroscedastic=not args.homoscedastic, level=args.level, k_std=args.k_std,
-                              num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
-                              progress=not args.no_progress))
+    res = _run_or_resume(args, StockConfig, run, lambda: StockConfig(
+        data_dir=args.data_dir, tickers=tuple(args.tickers), horizon=args.horizon, window=args.window,
+        test_days=args.test_days, epochs=args.epochs, lr=args.lr, heteroscedastic=not args.homoscedastic,
+        level=args.level, k_std=args.k_std, num_samples=args.num_samples, seed=args.seed, device=args.device,
+        out=args.out, progress=not args.no_progress))
     print(f"{'series':<11}{'test period':>25}{'RMSE':>9}{'naive':>9}{'band cover':>12}{'k-std cover':>13}")
     for tk, r in res["tickers"].items():
         print(f"{tk:<11}{r['test_from'] + ' .. ' + r['test_to']:>25}{r['rmse']:>9.2f}{r['rmse_naive_last_value']:>9.2f}"
@@ -299,20 +291,15 @@ def _sentiment_parser(sub):
 
 
 def _run_sentiment(args) -> int:
-    from experiments import load_config
     from experiments.sentiment import SentimentConfig, run
 
     for name in ("epochs", "det_epochs", "num_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if args.resume:
-        cfg = load_config(SentimentConfig, args.resume)
-        cfg.progress = not args.no_progress
-        res = run(cfg, resume_dir=args.resume)
-    else:
-        res = run(SentimentConfig(data_dir=args.data_dir, ood_source=args.ood_source, epochs=args.epochs,
-                                  det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples,
-                                  seed=args.seed, device=args.device, out=args.out, progress=not args.no_progress))
+    res = _run_or_resume(args, SentimentConfig, run, lambda: SentimentConfig(
+        data_dir=args.data_dir, ood_source=args.ood_source, epochs=args.epochs, det_epochs=args.det_epochs,
+        lr=args.lr, num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
+        progress=not args.no_progress))
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
