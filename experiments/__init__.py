@@ -26,6 +26,14 @@ def stop_if_interrupted(history, run_dir) -> None:
         raise Interrupted(history.events[-1], run_dir)
 
 
+def write_results(run_dir, metrics: dict) -> None:
+    """Write the finished run's metrics.json, then drop its training states (the results are final;
+    an interrupted run never gets here and keeps its state for --resume)."""
+    write_json(Path(run_dir) / "metrics.json", metrics)
+    for state in Path(run_dir).glob("*train_state*.pt"):
+        state.unlink()
+
+
 def open_run_dir(cfg, out: str, name: str, resume_dir=None) -> Path:
     """The run directory being resumed, or a new one with config.json (config, versions, commit)."""
     if resume_dir:

@@ -18,7 +18,7 @@ from pyrobnn.checkpoint import save_posterior
 from pyrobnn.data import read_csv
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, stop_if_interrupted
+from . import open_run_dir, stop_if_interrupted, write_results
 from .regression import RegressionConfig, evaluate, fit_regressor
 
 COLUMNS = ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax", "ptratio", "b", "lstat", "medv"]
@@ -75,5 +75,5 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
                    meta={"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1]})
     write_json(run_dir / "history.json", hist.records)
     metrics = {"n_train": len(tr), "n_test": len(te), "features": names, **rep}
-    write_json(run_dir / "metrics.json", metrics)
+    write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}

@@ -25,7 +25,7 @@ from pyrobnn.infer import resolve_device
 from pyrobnn.metrics import classification_report
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, stop_if_interrupted
+from . import open_run_dir, stop_if_interrupted, write_results
 from .egg_data import SIMULATED_LABEL, load_egg_csv, simulate_eggs, split_last
 
 # The seed's three histogram inputs: CSV rows 590, 638 and 602 of egg_times.csv.
@@ -181,5 +181,5 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
                        for (w, t), f in zip(cfg.queries, freq)],
         "predictive_timing": timing,
     }
-    write_json(run_dir / "metrics.json", metrics)
+    write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}

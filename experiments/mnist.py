@@ -19,7 +19,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
-from experiments import open_run_dir, stop_if_interrupted
+from experiments import open_run_dir, stop_if_interrupted, write_results
 from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
@@ -190,5 +190,5 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
         fig.savefig(run_dir / name, dpi=100)
     plots.plt.close("all")
     write_json(run_dir / "history.json", hist.records)
-    write_json(run_dir / "metrics.json", res)
+    write_results(run_dir, res)
     return {**res, "run_dir": str(run_dir)}

@@ -31,7 +31,7 @@ from pyrobnn.checkpoint import save_posterior
 from pyrobnn.runs import EpochLog, write_json
 from pyrobnn.text import Vocabulary
 
-from . import open_run_dir, stop_if_interrupted
+from . import open_run_dir, stop_if_interrupted, write_results
 
 SOURCES = {"amazon": "amazon_cells_labelled.txt", "imdb": "imdb_labelled.txt", "yelp": "yelp_labelled.txt"}
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
@@ -234,7 +234,5 @@ def run(cfg: SentimentConfig, resume_dir=None) -> dict:
     for name, fig in figs.items():
         fig.savefig(run_dir / name, dpi=100)
     plots.plt.close("all")
-    write_json(run_dir / "metrics.json", res)
-    for state in ("train_state.pt", "ood_train_state.pt"):
-        (run_dir / state).unlink(missing_ok=True)
+    write_results(run_dir, res)
     return {**res, "run_dir": str(run_dir)}

@@ -30,6 +30,7 @@ def test_egg_run_on_the_embedded_simulator_writes_a_complete_run_dir(tmp_path, c
         img = mpimg.imread(run / f"{png}.png")
         assert img.shape[0] > 300 and img.shape[1] > 500
     assert (run / "posterior.pt").stat().st_size > 1000
+    assert not list(run.glob("*train_state*.pt"))  # a finished run keeps results, not its training state
     assert len(json.loads((run / "history.json").read_text())) == 20
 
 
