@@ -147,7 +147,8 @@ class _Batches:
         return torch.randperm(self.n_rows)
 
     def iterate(self, order, start: int = 0):
-        """(step, x, y) from step ``start`` on, in ``order`` (a permutation, or None = as stored)."""
+        """(step, x, y, weight) from step ``start`` on, in ``order`` (a permutation, or None = as
+        stored); ``weight`` is this process's share of the global minibatch (1 in one process)."""
         if self.loader is not None:
             for i, (xb, yb) in enumerate(self.loader):
                 if i >= start:
@@ -160,8 +161,12 @@ class _Batches:
         for lo in range(0, self.n_rows, self.batch_size):
             idx = torch.arange(lo, min(lo + self.batch_size, self.n_rows)) if order is None \
                 else order[lo:lo + self.batch_size]
-            mine = shard(idx, self.rank, self.world).to(self.device)
-            xb, yb, weight = self.x[mine], self.y[mine], len(mine) / len(idx)
+            mine = shard(idx, self.rank, self.world)
+            weight = len(mine) / len(idx)
+            if len(mine) == 0:  # fewer rows than processes: a zero-weight stand-in keeps every process in step
+                mine = idx[:1]
+            mine = mine.to(self.device)
+            xb, yb = self.x[mine], self.y[mine]
             for c in chunks:
                 i += 1
                 if i < start:

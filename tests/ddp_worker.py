@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under torchrun: fit the egg MLP on a fixed data set with the
-gloo backend; rank 0 saves the trained guide's tensors and the history to argv[1]."""
+gloo backend: argv = rows, output file, checkpoint path; rank 0 saves the trained guide's tensors
+and the history to the output file."""
 import sys
 
 import torch
@@ -10,8 +11,8 @@ from tests.test_distributed import train  # noqa: E402
 
 if __name__ == "__main__":
     dist.init_process_group("gloo")
-    guide, history = train(checkpoint=sys.argv[2] if len(sys.argv) > 2 else None)
+    guide, history = train(int(sys.argv[1]), checkpoint=sys.argv[3])
     if dist.get_rank() == 0:
         torch.save({"loc": guide.loc_flat.detach(), "rho": guide.rho_flat.detach(), "history": history.records},
-                   sys.argv[1])
+                   sys.argv[2])
     dist.destroy_process_group()

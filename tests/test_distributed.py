@@ -15,10 +15,11 @@ import pyrobnn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train(checkpoint=None, epochs=3):
-    """The run both sides do: 103 rows (the last global batch of 7 splits 4 + 3), batch 32."""
+def train(n_rows, checkpoint=None, epochs=3):
+    """The run both sides do, batch 32: with 103 rows the last global batch of 7 splits 4 + 3; with 97
+    it has one row, so one process gets nothing of it (a zero-weight stand-in)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(103, 2, generator=g)
+    x = torch.randn(n_rows, 2, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 0] > 1).long()
     pyro.clear_param_store()
     torch.manual_seed(0)
@@ -30,15 +31,16 @@ def train(checkpoint=None, epochs=3):
     return guide, hist
 
 
-def test_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("n_rows", [103, 97])
+def test_two_processes_match_one_process(tmp_path, n_rows):
     out, ckpt = tmp_path / "ddp.pt", tmp_path / "state.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "ddp_worker.py"), str(out), str(ckpt)]
+           str(ROOT / "tests" / "ddp_worker.py"), str(n_rows), str(out), str(ckpt)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(out, weights_only=False)
-    guide, hist = train()
+    guide, hist = train(n_rows)
     torch.testing.assert_close(ddp["loc"], guide.loc_flat.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(ddp["rho"], guide.rho_flat.detach(), atol=1e-5, rtol=0)
     for a, b in zip(ddp["history"], hist.records):  # the reduced loss and its parts are the global ones
