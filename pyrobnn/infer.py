@@ -440,4 +440,6 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                 callback(rec)
             if checkpoint is not None and rank == 0 and (epoch % int(checkpoint_every) == 0 or epoch == int(epochs)):
                 _save_state(checkpoint, bnn, guide, opt, x1, history, epoch + 1, 0, None, (0.0, 0), lr)
+    if hasattr(callback, "close"):  # e.g. EpochLog flushes its TensorBoard events
+        callback.close()
     return history

@@ -1,6 +1,7 @@
 """Run directories: ``<out>/<experiment>/<stamp>/`` with config, metrics and environment as JSON."""
 from __future__ import annotations
 
+import csv
 import json
 import platform
 import subprocess
@@ -58,13 +59,17 @@ def write_json(path: PathLike, obj: Any) -> Path:
 
 class EpochLog:
     """A ``fit(callback=...)`` that logs every epoch's record in a run directory: appended to
-    ``<name>.jsonl`` (so a resumed run continues the same file), rewritten as ``<name>.csv``, and as
-    TensorBoard scalars under ``tensorboard/<name>`` when the optional ``tensorboard`` package is
-    installed (``pip install 'pyrobnn[tensorboard]'``)."""
+    ``<name>.jsonl`` and ``<name>.csv`` (a resumed run continues both; the CSV is rewritten only
+    when a new column appears), and as TensorBoard scalars under ``tensorboard/<name>`` when the
+    optional ``tensorboard`` package is installed (``pip install 'pyrobnn[tensorboard]'``).
+    The cost per epoch is constant: two appended lines and the scalars."""
 
     def __init__(self, run_dir: PathLike, name: str = "history", tensorboard: bool = True):
         self.jsonl = Path(run_dir) / f"{name}.jsonl"
         self.csv = Path(run_dir) / f"{name}.csv"
+        self.rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()] \
+            if self.jsonl.is_file() else []
+        self.columns = list(dict.fromkeys(k for row in self.rows for k in row))
         self.writer: SummaryWriter | None = None
         if tensorboard:
             try:
@@ -75,17 +80,28 @@ class EpochLog:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard" / name))
 
     def __call__(self, record: dict) -> None:
-        """Append one epoch's record (``record["epoch"]`` is the step for TensorBoard)."""
+        """Log one epoch's record (``record["epoch"]`` is the step for TensorBoard)."""
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
-        import pandas as pd
-
-        rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-        tmp = self.csv.with_name(self.csv.name + ".tmp")
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        tmp.replace(self.csv)
+        self.rows.append(record)
+        new = [k for k in record if k not in self.columns]
+        if new or not self.csv.is_file():
+            self.columns += new
+            tmp = self.csv.with_name(self.csv.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, self.columns, restval="")
+                writer.writeheader()
+                writer.writerows(self.rows)
+            tmp.replace(self.csv)
+        else:
+            with open(self.csv, "a", newline="") as f:
+                csv.DictWriter(f, self.columns, restval="").writerow(record)
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, record["epoch"])
-            self.writer.flush()
+
+    def close(self) -> None:
+        """Flush the TensorBoard events (``fit`` calls this when training ends)."""
+        if self.writer is not None:
+            self.writer.close()

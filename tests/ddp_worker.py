@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: fit the egg MLP on a fixed data set with the
+"""Run by tests/test_distributed.py under torchrun: fit a small MLP on a fixed data set with the
 gloo backend: argv = rows, output file, checkpoint path; rank 0 saves the trained guide's tensors
 and the history to the output file."""
 import sys
