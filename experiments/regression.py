@@ -67,7 +67,8 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
                        num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=progress,
                        optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps),
-                       checkpoint=checkpoint, resume=resume, callback=callback)
+                       checkpoint=checkpoint, checkpoint_every=max(1, epochs // 40), resume=resume,
+                       callback=callback)  # epochs are single steps here: no fsync'd state file after each
     return bnn, guide, (y_mean, y_std), hist
 
 
