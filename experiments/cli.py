@@ -16,6 +16,7 @@ predictive at new inputs; ``report`` prints a run's metrics.json as a table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from experiments import Interrupted
@@ -346,6 +347,9 @@ def main(argv=None) -> int:
         if args.command == "report":
             return run_report(args)
         return RUNNERS[args.experiment](args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         if args.command == "run":
             raise
