@@ -12,11 +12,13 @@ PREDICT_EPILOG = """examples:
   pyrobnn predict runs/boston/20261122-101500 --level 0.9 \\
       --input 0.027,0,7.07,0,0.469,6.42,78.9,4.97,2,242,17.8,396.9,9.14
 
-Each --input is one row of comma-separated numbers in the columns the run was trained on:
-  egg     weight (g), boiling time (min)
-  boston  crim, zn, indus, chas, nox, rm, age, dis, rad, tax, ptratio, b, lstat (no b for a --drop-b run)
+Each --input is one row of comma-separated numbers in the columns the run was trained on, or a
+sentence for a sentiment run:
+  egg        weight (g), boiling time (min)
+  boston     crim, zn, indus, chas, nox, rm, age, dis, rad, tax, ptratio, b, lstat (no b for a --drop-b run)
+  sentiment  --input "The battery died after a day." --input "Great food, friendly staff!"
 A row that starts with a minus sign is written --input=-1.5,2.
-Egg runs print, per input, the share of posterior predictive draws in each class, the predictive
+Egg and sentiment runs print, per input, the share of posterior predictive draws in each class, the predictive
 entropy and the mutual information (epistemic part), both in nats; boston runs print the
 predictive mean, std and central credible interval of the median value (in $1000s).
 
@@ -35,7 +37,7 @@ digits; long lists (calibration curves, per-split results) are summarised by the
 exit codes: 0 done, 2 missing or unfinished run directory (no metrics.json), 130 interrupted
 """
 
-PREDICTABLE = ("egg", "boston")
+PREDICTABLE = ("egg", "boston", "sentiment")
 EGG_COLUMNS = ("weight (g)", "boiling time (min)")
 
 
@@ -134,6 +136,26 @@ def _load_egg(d, ck):
                         "about": f"{cfg.guide} guide, {cfg.epochs} epochs, seed {cfg.seed}"}
 
 
+def _load_sentiment(d, ck):
+    """(bnn, guide, info) of a sentiment run: its net, vocabulary (vocabulary.json) and posterior."""
+    import json
+
+    import torch
+
+    from experiments import load_config
+    from experiments.sentiment import SentimentConfig, build_bayesian
+    from models.sequence import SentimentLSTM
+    from pyrobnn.checkpoint import restore_model_state
+    from pyrobnn.text import Vocabulary
+
+    cfg = load_config(SentimentConfig, d)
+    vocab = Vocabulary(json.loads((d / "vocabulary.json").read_text()))
+    bnn, guide = build_bayesian(SentimentLSTM(len(vocab), cfg.embed, cfg.hidden), cfg)
+    restore_model_state(ck, bnn, guide, torch.zeros(1, cfg.max_len, dtype=torch.long))
+    return bnn, guide, {"classes": ("negative", "positive"), "encode": lambda texts: vocab.encode(texts, cfg.max_len),
+                        "about": f"{len(vocab)}-word vocabulary, {cfg.epochs} epochs, seed {cfg.seed}"}
+
+
 def _load_boston(d, ck):
     """(bnn, guide, info) of a boston run, rebuilt by experiments.regression.build_regressor."""
     import pyro
@@ -174,28 +196,32 @@ def run_predict(args) -> int:
     d = Path(args.run_dir)
     exp = _experiment_from_path(d) if d.is_dir() else None
     if exp is not None and exp not in PREDICTABLE:
-        raise ValueError(f"pyrobnn predict does not handle {exp} runs (it reads egg and boston runs): {args.run_dir}")
+        raise ValueError(f"pyrobnn predict does not handle {exp} runs (it reads {', '.join(PREDICTABLE)} runs): "
+                         f"{args.run_dir}")
     d = _open_run_dir(args.run_dir, "posterior.pt")
     ck = read_checkpoint(d / "posterior.pt")
     exp = ck["meta"].get("experiment") or exp
     if exp not in PREDICTABLE:
-        raise ValueError(f"pyrobnn predict does not handle {exp or 'this'} runs (it reads egg and boston runs): "
-                         f"{args.run_dir}")
+        raise ValueError(f"pyrobnn predict does not handle {exp or 'this'} runs (it reads "
+                         f"{', '.join(PREDICTABLE)} runs): {args.run_dir}")
     if args.plot is not None:
-        if exp != "egg":
+        if exp == "boston":
             raise ValueError(f"--plot draws class-frequency histograms; a {exp} run is a regression")
         if not Path(args.plot).resolve().parent.is_dir():
             raise FileNotFoundError(f"--plot: folder not found: {Path(args.plot).parent}")
-    bnn, guide, info = (_load_egg if exp == "egg" else _load_boston)(d, ck)
-    x = torch.tensor(_parse_rows(args.input, info["columns"]), dtype=torch.float32)
+    bnn, guide, info = {"egg": _load_egg, "boston": _load_boston, "sentiment": _load_sentiment}[exp](d, ck)
+    if exp == "sentiment":  # each --input is a sentence
+        x, labels = info["encode"](args.input), [t if len(t) <= 40 else t[:37] + "..." for t in args.input]
+    else:
+        x = torch.tensor(_parse_rows(args.input, info["columns"]), dtype=torch.float32)
+        labels = [f"{w:g} g, {t:g} min" for w, t in x.tolist()] if exp == "egg" else []
     pp = pyrobnn.predict(bnn, guide, x, num_samples=args.num_samples, seed=args.seed)
     print(f"{exp} run {args.run_dir} ({info['about']})")
     metrics = d / "metrics.json"
     source = json.loads(metrics.read_text()).get("source") if metrics.is_file() else None
     if source:
         print(f"trained on: {source}")
-    if exp == "egg":
-        labels = [f"{w:g} g, {t:g} min" for w, t in x.tolist()]
+    if exp != "boston":
         freq, ent, mi = pp.class_frequencies(), pp.predictive_entropy(), pp.mutual_information()
         classes = info["classes"]
         width = max(len("input"), *map(len, labels)) + 2
@@ -209,7 +235,7 @@ def run_predict(args) -> int:
             from pyrobnn import plots
 
             fig = plots.class_frequency_histogram(freq, classes, labels, args.num_samples,
-                                                  f"Posterior predictive: {args.num_samples} draws per egg")
+                                                  f"Posterior predictive: {args.num_samples} draws per input")
             fig.savefig(args.plot, dpi=110)
             plots.plt.close(fig)
             print(f"histogram: {args.plot}")

@@ -116,10 +116,15 @@ def _split(n: int, test_fraction: float, seed: int):
     return perm[n_test:], perm[:n_test]
 
 
-def _train_bayesian(net, x, y, cfg, checkpoint, resume, callback=None):
+def build_bayesian(net: SentimentLSTM, cfg: SentimentConfig):
+    """(bnn, guide): every weight of ``net`` Bayesian with N(0, prior_scale) priors, a mean-field guide."""
     pyro.clear_param_store()
     bnn = pyrobnn.lift(net, prior=priors.Normal(0.0, cfg.prior_scale), likelihood=pyrobnn.likelihoods.Categorical(2))
-    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
+    return bnn, pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
+
+
+def _train_bayesian(net, x, y, cfg, checkpoint, resume, callback=None):
+    bnn, guide = build_bayesian(net, cfg)
     steps = cfg.epochs * -(-len(y) // cfg.batch_size)
     hist = pyrobnn.fit(bnn, guide, (x, y), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
                        device=cfg.device, progress=cfg.progress, optimizer="clipped_adam",

@@ -250,3 +250,19 @@ def test_predict_a_boston_run(tmp_path, capsys, monkeypatch):
     assert float(again[1]) == pytest.approx(m1)  # the same draws (same seed) give the same mean
     assert main(["report", str(run_dir)]) == 0
     assert "calibration" in capsys.readouterr().out
+
+
+def test_predict_a_sentiment_run_on_sentences(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PYROBNN_SENTIMENT_DIR", raising=False)
+    assert main(["run", "sentiment", "--epochs", "6", "--det-epochs", "1", "--num-samples", "20", "--no-progress",
+                 "--out", str(tmp_path)]) == 0  # the SIMULATED template corpus
+    (run_dir,) = (tmp_path / "sentiment").iterdir()
+    capsys.readouterr()
+    png = tmp_path / "s.png"
+    assert main(["predict", str(run_dir), "--input", "the food was excellent", "--input", "the phone was terrible",
+                 "--num-samples", "2000", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^the (?:food|phone) was \w+\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+(\w+)$", out, flags=re.M)
+    assert len(rows) == 2 and all(float(a) + float(b) == pytest.approx(1.0, abs=1e-3) for a, b, _ in rows)
+    assert [r[2] for r in rows] == ["positive", "negative"]  # the corpus's sentiment words, learned
+    assert mpimg.imread(png).shape[0] > 100
