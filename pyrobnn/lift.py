@@ -72,8 +72,10 @@ class BayesianNet(nn.Module):
         self.net_sites = list(self.priors)
         for name, (shape, p) in self.likelihood.latents().items():  # e.g. an inferred noise scale
             self.priors[name], self.shapes[name] = p, torch.Size(shape)
-        self.n_features = n_features if n_features is not None else _infer_in_features(net)
-        self.vocab_size = _token_input(net)
+        first = _first_layer(net)  # a Linear fixes the feature count, an Embedding takes token ids
+        self.n_features = n_features if n_features is not None else \
+            (first.in_features if isinstance(first, nn.Linear) else None)
+        self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) else None
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -170,23 +172,11 @@ class BayesianNet(nn.Module):
         return x, y
 
 
-def _infer_in_features(net: nn.Module) -> int | None:
-    """The input width of the first Linear layer, when the net starts with one (for input checks)."""
+def _first_layer(net: nn.Module) -> nn.Module | None:
+    """The first Linear, Conv, recurrent or Embedding layer of the net (what its input must fit)."""
     for m in net.modules():
-        if isinstance(m, nn.Linear):
-            return m.in_features
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.Embedding)):
-            return None
-    return None
-
-
-def _token_input(net: nn.Module) -> int | None:
-    """The vocabulary size when the net's first layer is an Embedding (its input is token ids)."""
-    for m in net.modules():
-        if isinstance(m, nn.Embedding):
-            return m.num_embeddings
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)):
-            return None
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.Embedding)):
+            return m
     return None
 
 

@@ -49,3 +49,19 @@ def fashion_dir() -> Path:
             pytest.fail(msg + "; PYROBNN_REQUIRE_DATA=1 forbids skipping")
         pytest.skip(msg)
     return FASHION_DIR
+
+
+def sigint_when_training_starts(monkeypatch) -> None:
+    """Make the next ``fit`` receive a real SIGINT as soon as its signal handlers are installed."""
+    import signal
+
+    import pyrobnn.infer as infer
+
+    real_enter = infer._StopSignal.__enter__
+
+    def enter_then_signal(self):
+        out = real_enter(self)
+        signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(infer._StopSignal, "__enter__", enter_then_signal)

@@ -2,7 +2,6 @@
 import json
 import math
 import re
-import signal
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -188,16 +187,9 @@ def test_predict_and_report_reject_bad_run_dirs(egg_run, tmp_path, capsys):
 
 
 def test_an_interrupted_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import pyrobnn.infer as infer
+    from tests.conftest import sigint_when_training_starts
 
-    real_enter = infer._StopSignal.__enter__
-
-    def enter_then_signal(self):
-        out = real_enter(self)
-        signal.raise_signal(signal.SIGINT)  # arrives as soon as training starts
-        return out
-
-    monkeypatch.setattr(infer._StopSignal, "__enter__", enter_then_signal)
+    sigint_when_training_starts(monkeypatch)
     assert main(["run", "egg", *FAST, "--out", str(tmp_path)]) == 130
     monkeypatch.undo()
     capsys.readouterr()

@@ -176,18 +176,10 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_other_experiments_stop_cleanly_on_a_signal_without_writing_results(tmp_path, capsys, monkeypatch):
-    import pyrobnn.infer as infer
-    from tests.conftest import data_file
+    from tests.conftest import data_file, sigint_when_training_starts
 
     csv = data_file("boston_housing/BostonHousing.csv")
-    real_enter = infer._StopSignal.__enter__
-
-    def enter_then_signal(self):
-        out = real_enter(self)
-        signal.raise_signal(signal.SIGINT)  # arrives as soon as training starts
-        return out
-
-    monkeypatch.setattr(infer._StopSignal, "__enter__", enter_then_signal)
+    sigint_when_training_starts(monkeypatch)
     assert main(["run", "boston", "--data", str(csv), "--steps", "50", "--no-progress", "--out", str(tmp_path)]) == 130
     assert "interrupted: SIGINT" in capsys.readouterr().err
     (run_dir,) = (tmp_path / "boston").iterdir()
