@@ -41,6 +41,7 @@ from .recurrent import CarriedState
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 OPTIMIZERS = ("adam", "clipped_adam")
+BEST_METRICS = {"nll": 1, "ece": 1, "brier": 1, "rmse": 1, "accuracy": -1}  # +1: lower is better
 STATE_FORMAT = "pyrobnn-train/1"
 
 
@@ -77,6 +78,7 @@ class History:
     records: list[dict] = field(default_factory=list)
     interrupted: bool = False
     events: list[str] = field(default_factory=list)
+    best_epoch: int | None = None  # with fit(keep_best=...): the epoch whose posterior was restored
 
     def append(self, **rec) -> None:
         """Add one epoch's record."""
@@ -256,8 +258,8 @@ class _StopSignal:
             signal.signal(sig, old)
 
 
-def _save_state(path, bnn, guide, opt, x1, history, epoch, step, order, totals, lr):
-    payload = {"format": STATE_FORMAT, "meta": json.dumps({"epoch": epoch, "step": step}),
+def _save_state(path, bnn, guide, opt, x1, history, epoch, step, order, totals, lr, best):
+    payload = {"best": best or {}, "format": STATE_FORMAT, "meta": json.dumps({"epoch": epoch, "step": step}),
                "history": json.dumps(history.records), **model_state(bnn, guide, x1),
                "optimizer": opt.state_dict(), "epoch": epoch, "step": step, "order": order,
                "totals": list(totals), "lr": lr, "rng": rng.get_state()}
@@ -270,7 +272,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         seed: int | None = None, device=None, progress: bool = True, validate_model: bool = False,
         checkpoint=None, checkpoint_every: int = 1, resume: bool = False, max_retries: int = 2,
         retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True,
-        estimator: str = "reparam", tbptt: int | None = None, callback=None) -> History:
+        estimator: str = "reparam", tbptt: int | None = None, callback=None, keep_best: str | None = None) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
@@ -288,6 +290,9 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     (e.g. ``logits.reshape(-1, C)``); one weight sample per minibatch and chunk, the recurrent state
     carried across the chunks of a minibatch (detached), the KL weighted once per minibatch and
     chunk. Needs one particle and the plain estimator.
+    keep_best: a validation metric (``"nll"``, ``"ece"``, ``"brier"``, ``"accuracy"`` for classifiers,
+    ``"rmse"`` for regression): at the end, restore the posterior of the validated epoch that scored
+    best on it (early stopping; ``history.best_epoch`` names it). Needs ``val_data``.
     callback: called with each epoch's record (a dict: loss, its nll and kl parts — per-step means on
     the fast path, a one-draw estimate on the epoch's last minibatch with Pyro's ELBOs — and validation
     metrics), e.g. :class:`pyrobnn.runs.EpochLog` writing CSV and TensorBoard scalars.
@@ -312,6 +317,10 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         raise ValueError(f"lr_decay must lie in (0, 1]; got {lr_decay!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path of the training state>")
+    if keep_best is not None:
+        allowed = ["rmse"] if bnn.likelihood.kind == "regression" else ["accuracy", "brier", "ece", "nll"]
+        if val_data is None or keep_best not in allowed:
+            raise ValueError(f"keep_best needs val_data and, for this likelihood, one of {allowed}; got {keep_best!r}")
     dev = resolve_device(device)
     rank, world_size = world()
     if world_size > 1 and seed is None:
@@ -348,6 +357,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     extra = {"foreach": True} if optimizer == "adam" else {"clip_norm": clip_norm, "lrd": lr_decay}
     opt = opt_cls(list(params.values()), lr=lr, **extra)
     history, epoch0, step0, order, totals = History(), 1, 0, None, (0.0, 0)
+    best: dict = {}  # with keep_best: {"epoch", "value", "params"} of the best validated epoch so far
     if resume and Path(checkpoint).is_file():
         st = read_checkpoint(checkpoint, STATE_FORMAT)
         restore_model_state(st, bnn, guide, x1)
@@ -355,10 +365,14 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         history.records = st["history"]
         epoch0, step0, order, totals, lr = st["epoch"], st["step"], st["order"], tuple(st["totals"]), st["lr"]
         rng.set_state(st["rng"])
+        best = st.get("best") or {}
         history.events.append(f"resumed at epoch {epoch0} step {step0}")
 
+    def copy_params():
+        return {k: t.detach().clone() for k, t in params.items()}
+
     def snapshot():
-        return {k: t.detach().clone() for k, t in params.items()}, copy.deepcopy(opt.state_dict())
+        return copy_params(), copy.deepcopy(opt.state_dict())
 
     retries = int(max_retries)
     bar = tqdm(range(epoch0, int(epochs) + 1), disable=not progress, desc="SVI", leave=False)
@@ -419,7 +433,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                 history.interrupted = True
                 history.events.append(f"{stop.received} at epoch {epoch} after step {step}")
                 if checkpoint is not None and rank == 0:
-                    _save_state(checkpoint, bnn, guide, opt, x1, history, epoch, step + 1, order, (total, n), lr)
+                    _save_state(checkpoint, bnn, guide, opt, x1, history, epoch, step + 1, order, (total, n), lr,
+                                best)
                 break
             rec = {"epoch": epoch, "loss": total / n, "loss_per_datum": total / n / batches.size,
                    "seconds": time.perf_counter() - t0, "lr": lr}
@@ -433,13 +448,23 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                     rec.update({f"val_{k}": v for k, v in classification_report(pp.mean_probs(), val_y).items()})
                 else:
                     rec["val_rmse"] = float(((pp.mean() - val_y) ** 2).mean().sqrt())
+                if keep_best is not None:
+                    sign, value = BEST_METRICS[keep_best], rec[f"val_{keep_best}"]
+                    if not best or sign * value < sign * best["value"]:
+                        best = {"epoch": epoch, "value": value, "params": copy_params()}
             history.append(**rec)
             bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items()
                              if k in ("loss", "nll", "kl", "val_accuracy", "val_ece", "val_rmse")})
             if callback is not None:
                 callback(rec)
             if checkpoint is not None and rank == 0 and (epoch % int(checkpoint_every) == 0 or epoch == int(epochs)):
-                _save_state(checkpoint, bnn, guide, opt, x1, history, epoch + 1, 0, None, (0.0, 0), lr)
+                _save_state(checkpoint, bnn, guide, opt, x1, history, epoch + 1, 0, None, (0.0, 0), lr, best)
     if hasattr(callback, "close"):  # e.g. EpochLog flushes its TensorBoard events
         callback.close()
+    if best and not history.interrupted:
+        with torch.no_grad():
+            for k, t in params.items():
+                t.copy_(best["params"][k])
+        history.best_epoch = best["epoch"]
+        history.events.append(f"restored epoch {best['epoch']} (best validation {keep_best} {best['value']:.4g})")
     return history

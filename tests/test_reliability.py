@@ -215,3 +215,41 @@ def test_boston_sigint_then_resume_matches_a_straight_run(tmp_path, capsys, monk
     b = json.loads((ref_dir / "metrics.json").read_text())
     for key in ("rmse", "log_likelihood", "coverage_95"):
         assert a[key] == pytest.approx(b[key], abs=1e-5)
+
+
+def test_keep_best_restores_the_best_validated_epoch_also_after_a_resume(tmp_path):
+    x, y = data()
+    # validation labels permuted against the rule the net learns: validation NLL worsens as it learns,
+    # so the best epoch is an early one and restoring it is visible
+    kw = dict(KW, epochs=8, val_every=1, keep_best="nll", val_data=(x[80:], (y[80:] + 1) % 3))
+    bnn, guide = make()
+    seen = {}
+
+    def remember(rec):
+        seen[rec["epoch"]] = {k: v.detach().clone() for k, v in guide.state_dict().items()}
+
+    ref = pyrobnn.fit(bnn, guide, (x[:80], y[:80]), callback=remember, **kw)
+    best = min(ref.records, key=lambda r: r["val_nll"])["epoch"]
+    assert ref.best_epoch == best < 8
+    assert f"restored epoch {best}" in ref.events[-1]
+    for k, v in guide.state_dict().items():
+        torch.testing.assert_close(v, seen[best][k], atol=0, rtol=0)
+    assert any(not torch.equal(v, seen[8][k]) for k, v in guide.state_dict().items())
+
+    ck = tmp_path / "state.pt"
+    bnn, guide = make(at=20)
+    assert pyrobnn.fit(bnn, guide, (x[:80], y[:80]), checkpoint=ck, **kw).interrupted
+    bnn, guide = make()
+    done = pyrobnn.fit(bnn, guide, (x[:80], y[:80]), checkpoint=ck, resume=True, **kw)
+    assert done.best_epoch == best
+    for k, v in guide.state_dict().items():
+        torch.testing.assert_close(v, seen[best][k], atol=1e-6, rtol=0)
+
+
+def test_keep_best_needs_validation_data_and_a_metric_of_the_likelihood():
+    x, y = data()
+    bnn, guide = make()
+    with pytest.raises(ValueError, match="keep_best needs val_data"):
+        pyrobnn.fit(bnn, guide, (x, y), epochs=1, progress=False, keep_best="nll")
+    with pytest.raises(ValueError, match=r"one of \['accuracy', 'brier', 'ece', 'nll'\]; got 'rmse'"):
+        pyrobnn.fit(bnn, guide, (x, y), val_data=(x, y), epochs=1, progress=False, keep_best="rmse")
