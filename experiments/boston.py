@@ -7,6 +7,7 @@ column out, and we would not use this data for any decision about people.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -16,10 +17,10 @@ import torch
 from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
 from pyrobnn.data import read_csv
-from pyrobnn.runs import EpochLog, write_json
+from pyrobnn.runs import write_json
 
-from . import open_run_dir, stop_if_interrupted, write_results
-from .regression import RegressionConfig, evaluate, fit_regressor
+from . import open_run_dir, write_results
+from .regression import RegressionConfig, over_splits, summary
 
 COLUMNS = ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax", "ptratio", "b", "lstat", "medv"]
 
@@ -30,6 +31,7 @@ class BostonConfig:
     test_fraction: float = 0.25
     level: float = 0.95
     drop_b: bool = False
+    repeats: int = 5            # random train/test splits (seeds seed, seed+1, ...); figures show the first
     model: RegressionConfig = field(default_factory=RegressionConfig)
     out: str = "runs"
 
@@ -46,34 +48,41 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
         raise ValueError("boston needs the data file: pass --data BostonHousing.csv (or set $PYROBNN_BOSTON_CSV)")
     if not 0 < cfg.test_fraction < 1 or not 0 < cfg.level < 1:
         raise ValueError("test_fraction and level must lie in (0, 1)")
+    if cfg.repeats < 1:
+        raise ValueError(f"repeats must be >= 1; got {cfg.repeats}")
     x, y, names = load_boston(path)
     if cfg.drop_b:
         keep = [i for i, n in enumerate(names) if n != "b"]
         x, names = x[:, keep], [names[i] for i in keep]
-    perm = torch.from_numpy(np.random.default_rng(cfg.model.seed).permutation(len(y)))
     n_test = round(cfg.test_fraction * len(y))
-    te, tr = perm[:n_test], perm[n_test:]
+    splits = []
+    for k in range(cfg.repeats):  # random splits; the first (seed) is the one drawn and saved
+        perm = torch.from_numpy(np.random.default_rng(cfg.model.seed + k).permutation(len(y)))
+        splits.append((perm[n_test:], perm[:n_test]))
     run_dir = open_run_dir(cfg, cfg.out, "boston", resume_dir)
-    bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], cfg.model, checkpoint=run_dir / "train_state.pt",
-                                              callback=EpochLog(run_dir),
-                                              resume=resume_dir is not None)
-    stop_if_interrupted(hist, run_dir)
-    rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], cfg.model.num_samples, cfg.model.seed)
-    lo, hi = pp.interval(cfg.level)
-    rep["level"] = cfg.level
-    rep["inside_interval"] = float(((y[te] >= lo) & (y[te] <= hi)).float().mean())
-    rep["noise_std"] = float(pp.aleatoric_variance().sqrt().mean())
-    rep["epistemic_std"] = float(pp.epistemic_variance().sqrt().mean())
-    fig = plots.intervals_sorted_by_target(y[te], pp.mean(), lo, hi, cfg.level, "median value ($1000s)",
-                                           f"Boston housing, test set: {rep['inside_interval']:.0%} inside "
-                                           f"the {cfg.level:.0%} interval")
-    fig.savefig(run_dir / "intervals_sorted.png", dpi=110)
-    fig2 = plots.calibration_curve(rep["calibration"], "Boston housing: interval calibration")
-    fig2.savefig(run_dir / "calibration.png", dpi=110)
-    plots.plt.close("all")
-    save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1],
-                   meta={"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1]})
-    write_json(run_dir / "history.json", hist.records)
-    metrics = {"n_train": len(tr), "n_test": len(te), "features": names, **rep}
+
+    def keep_first(k, bnn, guide, scaling, pp, rep):
+        if k != 0:
+            return
+        tr, te = splits[0]
+        lo, hi = pp.interval(cfg.level)
+        rep = {**rep, "level": cfg.level, "inside_interval": float(((y[te] >= lo) & (y[te] <= hi)).float().mean()),
+               "noise_std": float(pp.aleatoric_variance().sqrt().mean()),
+               "epistemic_std": float(pp.epistemic_variance().sqrt().mean())}
+        fig = plots.intervals_sorted_by_target(y[te], pp.mean(), lo, hi, cfg.level, "median value ($1000s)",
+                                               f"Boston housing, test set: {rep['inside_interval']:.0%} inside "
+                                               f"the {cfg.level:.0%} interval")
+        fig.savefig(run_dir / "intervals_sorted.png", dpi=110)
+        fig2 = plots.calibration_curve(rep["calibration"], "Boston housing: interval calibration")
+        fig2.savefig(run_dir / "calibration.png", dpi=110)
+        plots.plt.close("all")
+        save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1],
+                       meta={"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1],
+                             "noise_factor": rep["noise_factor"]})
+        write_json(run_dir / "first_split.json", rep)
+
+    per_split = over_splits(run_dir, x, y, splits, cfg.model, resume=resume_dir is not None, on_split=keep_first)
+    first = json.loads((run_dir / "first_split.json").read_text())
+    metrics = {"features": names, **first, "repeats": {**summary(per_split), "per_split": per_split}}
     write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}

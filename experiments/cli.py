@@ -121,12 +121,15 @@ def _run_egg(args) -> int:
     return 0
 
 
-def _regression_options(p, steps_default):
+def _regression_options(p, steps_default, calibrate_default=0.0):
     p.add_argument("--steps", type=int, default=steps_default, help="optimiser steps (default %(default)s)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default %(default)s)")
     p.add_argument("--hidden", type=int, default=50, help="hidden units, one layer (default %(default)s)")
     p.add_argument("--heteroscedastic", action="store_true", help="the net predicts the noise too")
     p.add_argument("--num-samples", type=int, default=1000, help="posterior draws (default %(default)s)")
+    p.add_argument("--calibrate", type=float, default=calibrate_default, metavar="FRACTION",
+                   help="hold out this fraction of the training rows to choose the noise level, then train on "
+                        "all of them (0 = off; default %(default)s)")
 
 
 def _regression_config(args):
@@ -135,8 +138,11 @@ def _regression_config(args):
     for name in ("steps", "num_samples", "hidden"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name} must be >= 1; got {getattr(args, name)}")
+    if not 0 <= args.calibrate < 1:
+        raise ValueError(f"--calibrate must lie in [0, 1); got {args.calibrate}")
     return RegressionConfig(hidden=(args.hidden,), steps=args.steps, lr=args.lr, heteroscedastic=args.heteroscedastic,
-                            num_samples=args.num_samples, seed=args.seed, device=args.device)
+                            num_samples=args.num_samples, calibrate=args.calibrate, seed=args.seed,
+                            device=args.device)
 
 
 def _boston_parser(sub):
@@ -145,6 +151,8 @@ def _boston_parser(sub):
     p.add_argument("--data", default=None, help="BostonHousing.csv (default: $PYROBNN_BOSTON_CSV)")
     p.add_argument("--level", type=float, default=0.95, help="credible interval level (default %(default)s)")
     p.add_argument("--drop-b", action="store_true", help="leave out column b (see the README's ethics note)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="random 75/25 splits, seeds SEED, SEED+1, ...; figures show the first (default %(default)s)")
     _regression_options(p, 4000)
     _resume_option(p)
     _common(p)
@@ -154,11 +162,17 @@ def _run_boston(args) -> int:
     from experiments.boston import BostonConfig, run
 
     res = _run_or_resume(args, BostonConfig, run, lambda: BostonConfig(
-        data=args.data, level=args.level, drop_b=args.drop_b, model=_regression_config(args), out=args.out))
+        data=args.data, level=args.level, drop_b=args.drop_b, repeats=args.repeats, model=_regression_config(args),
+        out=args.out))
     print(f"Boston housing: {res['n_train']} train / {res['n_test']} test")
-    print(f"RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
+    print(f"first split: RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
           f"{res['inside_interval']:.1%} of test targets inside their {res['level']:.0%} interval "
           f"(mean width {res['width_95']:.2f})")
+    rep = res["repeats"]
+    if rep["splits"] > 1:
+        print(f"{rep['splits']} random splits (mean ± s.e.): RMSE {rep['rmse'][0]:.3f} ± {rep['rmse'][1]:.3f}  "
+              f"log-likelihood {rep['log_likelihood'][0]:.3f} ± {rep['log_likelihood'][1]:.3f}  "
+              f"95% coverage {rep['coverage_95'][0]:.3f} ± {rep['coverage_95'][1]:.3f}")
     print(f"run directory: {res['run_dir']}")
     return 0
 
@@ -206,6 +220,12 @@ def _mnist_parser(sub):
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
     p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--final-lr", type=float, default=None,
+                   help="decay the learning rate geometrically to this by the last step (default: constant)")
+    p.add_argument("--val-size", type=int, default=0,
+                   help="training images set aside to validate on after every epoch (default %(default)s)")
+    p.add_argument("--keep-best", choices=("nll", "ece", "brier", "accuracy"), default=None,
+                   help="with --val-size: keep the epoch that scored best on this validation metric")
     p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
     _common(p)
 
@@ -218,9 +238,12 @@ def _run_mnist(args) -> int:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     res = _run_or_resume(args, MNISTConfig, run, lambda: MNISTConfig(
         data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir, arch=args.arch,
-        epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr, num_samples=args.num_samples, seed=args.seed,
-        device=args.device, out=args.out, progress=not args.no_progress))
-    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} test images)")
+        epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr, final_lr=args.final_lr, val_size=args.val_size,
+        keep_best=args.keep_best, num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
+        progress=not args.no_progress))
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_val']} validation / {res['n_test']} test images)")
+    if res["best_epoch"] is not None:
+        print(f"kept epoch {res['best_epoch']} (best on the validation images)")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
         m = res[name]

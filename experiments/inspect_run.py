@@ -177,6 +177,7 @@ def _load_boston(d, ck):
     restore_model_state(ck, bnn, guide, torch.zeros(1, len(columns)))
     hidden = "-".join(str(h) for h in cfg.model.hidden)
     return bnn, guide, {"columns": columns, "scaling": (float(meta["y_mean"]), float(meta["y_std"])),
+                        "noise_factor": float(meta.get("noise_factor", 1.0)),
                         "about": f"{len(columns)}-{hidden}-{bnn.net[-1].out_features} net, seed {cfg.model.seed}"}
 
 
@@ -240,7 +241,7 @@ def run_predict(args) -> int:
             plots.plt.close(fig)
             print(f"histogram: {args.plot}")
     else:
-        pp = pp.rescaled(*info["scaling"])
+        pp = pp.rescaled(*info["scaling"]).with_noise_factor(info["noise_factor"])
         mean, std = pp.mean(), pp.std()
         lo, hi = pp.interval(args.level)
         print(f"posterior predictive of the median value ($1000s) over {args.num_samples} draws (seed {args.seed})")

@@ -41,6 +41,10 @@ class MNISTConfig:
     det_epochs: int = 10
     batch_size: int = 128
     lr: float = 3e-3
+    final_lr: float | None = None  # decay the learning rate geometrically to this by the last step
+    val_size: int = 0             # images carved from the training set to validate on each epoch
+    keep_best: str | None = None  # with val_size: restore the epoch best on this validation metric (e.g. "nll")
+    val_samples: int = 30
     init_scale: float = 1e-3
     num_samples: int = 100
     seed: int = 0
@@ -106,6 +110,17 @@ def load_split(cfg: MNISTConfig):
 
 def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     x_tr, y_tr, x_te, y_te = load_split(cfg)
+    if cfg.final_lr is not None and not 0 < cfg.final_lr <= cfg.lr:
+        raise ValueError(f"final_lr must lie in (0, lr={cfg.lr}]; got {cfg.final_lr}")
+    if cfg.keep_best and not cfg.val_size:
+        raise ValueError("keep_best needs a validation set: set val_size (--val-size)")
+    if not 0 <= cfg.val_size < len(y_tr):
+        raise ValueError(f"val_size must lie in [0, {len(y_tr)}) (the training images); got {cfg.val_size}")
+    val = None
+    if cfg.val_size:  # the last val_size images of a fixed shuffle of the training set
+        perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(cfg.seed + 1))
+        x_tr, y_tr, val = x_tr[perm[cfg.val_size:]], y_tr[perm[cfg.val_size:]], (x_tr[perm[:cfg.val_size]],
+                                                                                  y_tr[perm[:cfg.val_size]])
     run_dir = open_run_dir(cfg, cfg.out, "mnist", resume_dir)
     if cfg.arch not in ("mlp", "cnn"):
         raise ValueError(f"unknown arch {cfg.arch!r}; choose mlp or cnn")
@@ -132,7 +147,12 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     bnn = pyrobnn.lift(bayes_net, priors=priors.fan_in_normal(bayes_net),
                        likelihood=pyrobnn.likelihoods.Categorical(10))
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
+    decay = {}
+    if cfg.final_lr is not None:  # ClippedAdam with a per-step decay; clipping off
+        steps = cfg.epochs * -(-len(y_tr) // cfg.batch_size)
+        decay = {"optimizer": "clipped_adam", "lr_decay": (cfg.final_lr / cfg.lr) ** (1 / steps), "clip_norm": 1e9}
     hist = pyrobnn.fit(bnn, guide, (x_tr, y_tr), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                       val_data=val, val_samples=cfg.val_samples, keep_best=cfg.keep_best, **decay,
                        seed=cfg.seed, device=cfg.device, progress=cfg.progress,
                        checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None,
                        callback=EpochLog(run_dir))
@@ -143,7 +163,8 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     root = cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR")
     res = {"source": f"IDX files in {root}" if root else "scikit-learn's 8x8 digits (embedded default)",
            "deterministic": metrics.classification_report(det_probs, y_te),
-           "bayesian": metrics.classification_report(probs, y_te), "n_train": len(y_tr), "n_test": len(y_te)}
+           "bayesian": metrics.classification_report(probs, y_te), "n_train": len(y_tr), "n_test": len(y_te),
+           "n_val": cfg.val_size, "best_epoch": hist.best_epoch}
     entropy, mi = pp.predictive_entropy(), pp.mutual_information()
     curves = {
         "predictive entropy": metrics.referral_curve(probs, y_te, entropy, FRACTIONS),

@@ -2,8 +2,10 @@
 infer weights and noise by SVI, and score the posterior predictive in the original units."""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pyro
 import torch
@@ -11,6 +13,7 @@ import torch
 import pyrobnn
 from models.regression import MLPRegressor
 from pyrobnn import likelihoods, metrics, priors
+from pyrobnn.runs import EpochLog, write_json
 
 
 @dataclass
@@ -27,6 +30,7 @@ class RegressionConfig:
     noise_prior_median: float = 0.5  # in standardised target units
     heteroscedastic: bool = False
     num_samples: int = 1000
+    calibrate: float = 0.0           # > 0: hold out this fraction of the training rows to choose the noise factor
     seed: int = 0
     device: str = "cpu"
 
@@ -72,9 +76,87 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     return bnn, guide, (y_mean, y_std), hist
 
 
-def evaluate(bnn, guide, y_scaling, x: torch.Tensor, y: torch.Tensor, num_samples: int, seed: int = 0):
-    """(report dict in original units, PosteriorPredictive in original units)."""
+def holdout_noise_factor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, fraction: float,
+                         checkpoint=None, resume: bool = False):
+    """Gal & Ghahramani's protocol for the noise level: train on a random (1 - fraction) of the
+    training rows, choose the noise-std factor that maximises the log-likelihood of the held-out
+    rest (:func:`pyrobnn.fit_noise_factor`); the caller then trains on all rows and applies it.
+    Returns (factor, history of the held-out fit)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration fraction must lie in (0, 1); got {fraction}")
+    n_cal = round(fraction * len(y_tr))
+    if n_cal < 10 or len(y_tr) - n_cal < 10:
+        raise ValueError(f"calibration needs >= 10 rows on each side; {len(y_tr)} rows, fraction {fraction}")
+    perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(cfg.seed))
+    cal, rest = perm[:n_cal], perm[n_cal:]
+    bnn, guide, scaling, hist = fit_regressor(x_tr[rest], y_tr[rest], cfg, checkpoint=checkpoint, resume=resume)
+    if hist.interrupted:
+        return 1.0, hist
+    pp = pyrobnn.predict(bnn, guide, x_tr[cal], num_samples=cfg.num_samples, seed=cfg.seed).rescaled(*scaling)
+    return pyrobnn.fit_noise_factor(pp, y_tr[cal]), hist
+
+
+def evaluate(bnn, guide, y_scaling, x: torch.Tensor, y: torch.Tensor, num_samples: int, seed: int = 0,
+             noise_factor: float = 1.0):
+    """(report dict in original units, PosteriorPredictive in original units, noise std times
+    ``noise_factor``)."""
     pp = pyrobnn.predict(bnn, guide, x, num_samples=num_samples, seed=seed).rescaled(*y_scaling)
+    pp = pp.with_noise_factor(noise_factor) if noise_factor != 1.0 else pp
     rep = metrics.regression_report(pp, y)
     rep["calibration"] = metrics.calibration_curve(pp, y)
     return rep, pp
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (nan for one value)."""
+    a = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return float(a.mean()), float(a.std() / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+
+
+def over_splits(run_dir: Path, x: torch.Tensor, y: torch.Tensor, splits, model: RegressionConfig,
+                resume: bool = False, on_split=None, progress: bool = False) -> list[dict]:
+    """Train and score one model per (train, test) index pair in ``splits`` (seed ``model.seed + k``
+    for split k), with the noise chosen on held-out training rows when ``model.calibrate`` > 0.
+    Finished splits go to ``splits.json`` at once and a resume skips them. ``on_split(k, bnn, guide,
+    scaling, pp, entry)`` sees each finished split (pp: test predictive in original units)."""
+    from . import stop_if_interrupted  # late: experiments/__init__ is the package
+
+    done = run_dir / "splits.json"
+    per_split = json.loads(done.read_text()) if resume and done.is_file() else []
+    for k in range(len(per_split), len(splits)):
+        tr, te = splits[k]
+        cfg_k = replace(model, seed=model.seed + k)
+        factor = 1.0
+        if model.calibrate:
+            factor, cal_hist = holdout_noise_factor(x[tr], y[tr], cfg_k, model.calibrate, resume=resume,
+                                                    checkpoint=run_dir / f"calibration_train_state_{k}.pt")
+            stop_if_interrupted(cal_hist, run_dir)
+        bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], cfg_k, checkpoint=run_dir / f"train_state_{k}.pt",
+                                                  resume=resume, callback=EpochLog(run_dir, f"history_split{k}"))
+        stop_if_interrupted(hist, run_dir)
+        rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed, factor)
+        entry = {"split": k, "n_train": len(tr), "n_test": len(te), "noise_factor": factor,
+                 **{m: v for m, v in rep.items() if m != "calibration"}}
+        if factor != 1.0:
+            plain = metrics.regression_report(pp.with_noise_factor(1.0 / factor), y[te])
+            entry["uncalibrated"] = {m: plain[m] for m in ("log_likelihood", "coverage_95", "width_95")}
+        if on_split is not None:
+            on_split(k, bnn, guide, scaling, pp, {**rep, **entry})
+        per_split.append(entry)
+        write_json(done, per_split)
+        for state in (f"train_state_{k}.pt", f"calibration_train_state_{k}.pt"):  # the result is in splits.json
+            (run_dir / state).unlink(missing_ok=True)
+        if progress:
+            print(f"  split {k}: RMSE {rep['rmse']:.3f}  LL {rep['log_likelihood']:.3f}  "
+                  f"95% coverage {rep['coverage_95']:.3f}", flush=True)
+    return per_split
+
+
+def summary(per_split: list[dict]) -> dict:
+    """Mean and standard error over splits of RMSE, log-likelihood, 95% coverage and noise factor."""
+    keys = ("rmse", "log_likelihood", "coverage_95", "width_95", "noise_factor")
+    out: dict = {"splits": len(per_split), **{k: mean_se([s[k] for s in per_split]) for k in keys}}
+    if all("uncalibrated" in s for s in per_split):
+        plain = [s["uncalibrated"] for s in per_split]
+        out["uncalibrated"] = {k: mean_se([p[k] for p in plain]) for k in plain[0]}
+    return out

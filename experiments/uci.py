@@ -6,8 +6,6 @@ standard error over splits of test RMSE and test log-likelihood, in the original
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrobnn.runs import EpochLog, write_json
+from pyrobnn.runs import write_json
 
-from . import open_run_dir, stop_if_interrupted
-from .regression import RegressionConfig, evaluate, fit_regressor
+from . import open_run_dir
+from .regression import RegressionConfig, over_splits, summary
 
 FOLDERS = {"boston": "bostonHousing", "concrete": "concrete", "energy": "energy", "kin8nm": "kin8nm",
            "naval": "naval-propulsion-plant", "power": "power-plant", "protein": "protein-tertiary-structure",
@@ -73,11 +71,6 @@ def split(folder: Path, k: int):
     return tr, te
 
 
-def _mean_se(values) -> tuple[float, float]:
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
-
-
 def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
     folder = data_folder(cfg)
     x, y, n_splits = load(folder)
@@ -86,25 +79,10 @@ def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
         raise ValueError(f"splits must be between 1 and {n_splits} for {cfg.dataset}; got {cfg.splits}")
     model = cfg.model if cfg.dataset != "protein" or cfg.model.hidden != (50,) else replace(cfg.model, hidden=(100,))
     run_dir = open_run_dir(replace(cfg, model=model), cfg.out, f"uci-{cfg.dataset}", resume_dir)
-    done = run_dir / "splits.json"  # finished splits, kept as they finish so a resume skips them
-    per_split = json.loads(done.read_text()) if resume_dir and done.is_file() else []
-    for k in range(len(per_split), k_max):
-        tr, te = split(folder, k)
-        bnn, guide, scaling, hist = fit_regressor(x[tr], y[tr], replace(model, seed=model.seed + k),
-                                                  checkpoint=run_dir / f"train_state_{k}.pt",
-                                                  resume=resume_dir is not None,
-                                                  callback=EpochLog(run_dir, f"history_split{k}"))
-        stop_if_interrupted(hist, run_dir)
-        rep, _ = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed)
-        per_split.append({"split": k, **{m: v for m, v in rep.items() if m != "calibration"}})
-        write_json(done, per_split)
-        (run_dir / f"train_state_{k}.pt").unlink(missing_ok=True)  # the split's result is safe in splits.json
-        if progress:
-            print(f"  split {k}: RMSE {rep['rmse']:.3f}  LL {rep['log_likelihood']:.3f}", flush=True)
-    rmse, ll = _mean_se([s["rmse"] for s in per_split]), _mean_se([s["log_likelihood"] for s in per_split])
-    cov = _mean_se([s["coverage_95"] for s in per_split])
-    result = {"dataset": cfg.dataset, "splits": k_max, "rmse": rmse, "log_likelihood": ll, "coverage_95": cov,
-              "published": PUBLISHED.get(cfg.dataset, {}), "per_split": per_split}
+    splits = [split(folder, k) for k in range(k_max)]
+    per_split = over_splits(run_dir, x, y, splits, model, resume=resume_dir is not None, progress=progress)
+    result = {"dataset": cfg.dataset, **summary(per_split), "published": PUBLISHED.get(cfg.dataset, {}),
+              "per_split": per_split}
     write_json(run_dir / "metrics.json", result)
     (run_dir / "table.md").write_text(table([result]))
     return {**result, "run_dir": str(run_dir)}

@@ -11,8 +11,8 @@ from . import likelihoods, metrics, priors
 from .autoguides import MeanFieldNormal, auto_normal, make_guide
 from .infer import History, fit
 from .lift import BayesianNet, lift
-from .predictive import PosteriorPredictive, predict
+from .predictive import PosteriorPredictive, fit_noise_factor, predict
 
 __all__ = ["lift", "fit", "predict", "BayesianNet", "MeanFieldNormal", "auto_normal", "make_guide",
-           "History", "PosteriorPredictive", "priors", "likelihoods", "metrics"]
+           "History", "PosteriorPredictive", "fit_noise_factor", "priors", "likelihoods", "metrics"]
 __version__ = "0.1.0"

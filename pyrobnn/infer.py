@@ -437,7 +437,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                                 best)
                 break
             rec = {"epoch": epoch, "loss": total / n, "loss_per_datum": total / n / batches.size,
-                   "seconds": time.perf_counter() - t0, "lr": lr}
+                   "seconds": time.perf_counter() - t0, "lr": opt.param_groups[0]["lr"]}
             if getattr(elbo, "last_parts", None):  # the fast path reports the ELBO's two parts
                 rec.update(nll=nll_total / n, kl=kl_total / n)
             else:  # Pyro's ELBOs do not: a one-draw estimate on the epoch's last minibatch

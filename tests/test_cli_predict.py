@@ -216,7 +216,7 @@ def test_predict_a_boston_run(tmp_path, capsys, monkeypatch):
     csv = tmp_path / "boston.csv"
     df = _fake_boston_csv(csv)
     assert main(["run", "boston", "--data", str(csv), "--steps", "150", "--num-samples", "200", "--no-progress",
-                 "--drop-b", "--out", str(tmp_path)]) == 0
+                 "--drop-b", "--repeats", "1", "--out", str(tmp_path)]) == 0
     (run_dir,) = (tmp_path / "boston").iterdir()
     capsys.readouterr()
     cols = [c for c in df.columns if c not in ("b", "medv")]

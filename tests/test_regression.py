@@ -81,3 +81,50 @@ def test_rescaled_predictive_is_in_original_units():
     y = torch.tensor([0.3, -0.2, 0.0])
     ll = pp.log_likelihood(y)
     torch.testing.assert_close(orig.log_likelihood(y * 4 + 10), ll - math.log(4), rtol=1e-4, atol=1e-4)
+
+
+def _fixed_noise_predictive(means: torch.Tensor, noise: float, spread: float = 0.0, draws: int = 400):
+    """A predictive in which every weight draw gives ``means`` (+ N(0, spread) per draw) and noise std ``noise``."""
+    g = torch.Generator().manual_seed(1)
+    out = means.expand(draws, -1) + spread * torch.randn(draws, 1, generator=g)
+    return pyrobnn.PosteriorPredictive(out.unsqueeze(-1), likelihoods.Normal(scale=noise))
+
+
+def test_noise_factor_scales_the_aleatoric_part_only():
+    pp = _fixed_noise_predictive(torch.linspace(-1, 1, 5), noise=2.0, spread=0.5)
+    half = pp.with_noise_factor(0.5)
+    torch.testing.assert_close(half.aleatoric_variance(), pp.aleatoric_variance() / 4)
+    torch.testing.assert_close(half.epistemic_variance(), pp.epistemic_variance())
+    torch.testing.assert_close(half.mean(), pp.mean())
+    with pytest.raises(ValueError, match="noise factor must be a finite number > 0"):
+        pp.with_noise_factor(0.0)
+
+
+def test_fit_noise_factor_recovers_the_noise_of_held_out_data():
+    # no epistemic spread: the best factor is the rms residual over the model's noise (a known answer)
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(4000, generator=g)
+    y = means + 0.7 * torch.randn(4000, generator=g)
+    c = pyrobnn.fit_noise_factor(_fixed_noise_predictive(means, noise=2.0), y)
+    assert c == pytest.approx(float((y - means).pow(2).mean().sqrt()) / 2.0, rel=0.01)
+    with pytest.raises(ValueError, match="edge of"):
+        pyrobnn.fit_noise_factor(_fixed_noise_predictive(means, noise=100.0), y)
+    with pytest.raises(ValueError, match="4000 finite targets"):
+        pyrobnn.fit_noise_factor(_fixed_noise_predictive(means, noise=2.0), y[:10])
+
+
+def test_on_boston_the_elbo_noise_absorbs_the_epistemic_variance_and_held_out_data_shrinks_it():
+    """Why mean-field intervals come out wide: the inferred noise variance matches the training MSE
+    plus the weight posterior's variance at the training points, which the predictive adds again."""
+    from experiments.boston import load_boston
+    from experiments.regression import RegressionConfig, evaluate, fit_regressor, holdout_noise_factor
+    from tests.conftest import data_file
+
+    x, y, _ = load_boston(data_file("boston_housing/BostonHousing.csv"))
+    cfg = RegressionConfig(steps=1500, num_samples=500)
+    bnn, guide, scaling, _ = fit_regressor(x[:380], y[:380], cfg)
+    _, pp = evaluate(bnn, guide, scaling, x[:380], y[:380], cfg.num_samples)
+    mse = float((pp.mean() - y[:380]).pow(2).mean())
+    assert float(pp.aleatoric_variance().mean()) == pytest.approx(mse + float(pp.epistemic_variance().mean()), rel=0.15)
+    factor, hist = holdout_noise_factor(x[:380], y[:380], cfg, 0.2)
+    assert not hist.interrupted and 0.3 < factor < 0.95

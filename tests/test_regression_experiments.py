@@ -14,11 +14,15 @@ FAST = ["--steps", "400", "--num-samples", "300", "--no-progress"]
 
 def test_boston_run_writes_intervals_metrics_and_figures(tmp_path, capsys):
     csv = data_file("boston_housing/BostonHousing.csv")
-    assert main(["run", "boston", "--data", str(csv), *FAST, "--out", str(tmp_path)]) == 0
-    assert "inside their 95% interval" in capsys.readouterr().out
+    assert main(["run", "boston", "--data", str(csv), *FAST, "--repeats", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "inside their 95% interval" in out and "2 random splits (mean ± s.e.)" in out
     (run,) = (tmp_path / "boston").iterdir()
     m = json.loads((run / "metrics.json").read_text())
     assert (m["n_train"], m["n_test"]) == (380, 126) and "b" in m["features"]
+    first, second = m["repeats"]["per_split"]
+    assert first["rmse"] == m["rmse"] and second["rmse"] != m["rmse"]  # the figures' split, then another one
+    assert m["repeats"]["coverage_95"][0] == pytest.approx((first["coverage_95"] + second["coverage_95"]) / 2)
     assert m["rmse"] < 5.5  # the target's std is 9.2: the model learnt something in 400 steps
     assert 0.8 <= m["inside_interval"] <= 1.0 and m["inside_interval"] == m["coverage_95"]
     levels = [c["observed"] for c in m["calibration"]]
@@ -29,7 +33,8 @@ def test_boston_run_writes_intervals_metrics_and_figures(tmp_path, capsys):
 
 def test_boston_without_column_b(tmp_path, capsys):
     csv = data_file("boston_housing/BostonHousing.csv")
-    assert main(["run", "boston", "--data", str(csv), "--drop-b", *FAST, "--steps", "50", "--out", str(tmp_path)]) == 0
+    assert main(["run", "boston", "--data", str(csv), "--drop-b", *FAST, "--steps", "50", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
     (run,) = (tmp_path / "boston").iterdir()
     assert "b" not in json.loads((run / "metrics.json").read_text())["features"]
     capsys.readouterr()

@@ -180,26 +180,30 @@ def test_other_experiments_stop_cleanly_on_a_signal_without_writing_results(tmp_
 
     csv = data_file("boston_housing/BostonHousing.csv")
     sigint_when_training_starts(monkeypatch)
-    assert main(["run", "boston", "--data", str(csv), "--steps", "50", "--no-progress", "--out", str(tmp_path)]) == 130
+    assert main(["run", "boston", "--data", str(csv), "--steps", "50", "--repeats", "1", "--no-progress",
+                 "--out", str(tmp_path)]) == 130
     assert "interrupted: SIGINT" in capsys.readouterr().err
     (run_dir,) = (tmp_path / "boston").iterdir()
     assert not (run_dir / "metrics.json").exists()
 
 
 def test_boston_sigint_then_resume_matches_a_straight_run(tmp_path, capsys, monkeypatch):
+    """Two splits, each a held-out fit for the noise (60 steps) then the model (60 steps): the signal
+    comes in split 0's second fit, after the first has finished."""
     from tests.conftest import data_file
 
     csv = data_file("boston_housing/BostonHousing.csv")
-    args = ["run", "boston", "--data", str(csv), "--steps", "60", "--num-samples", "200", "--no-progress"]
+    args = ["run", "boston", "--data", str(csv), "--steps", "60", "--num-samples", "200", "--repeats", "2",
+            "--calibrate", "0.25", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     (ref_dir,) = (tmp_path / "b" / "boston").iterdir()
 
     calls = {"n": 0}
     real_step = torch.optim.Optimizer.zero_grad
 
-    def zero_grad_then_signal(self, *a, **k):  # a real SIGINT after the 25th optimiser step
+    def zero_grad_then_signal(self, *a, **k):  # a real SIGINT after the 90th optimiser step
         calls["n"] += 1
-        if calls["n"] == 25:
+        if calls["n"] == 90:
             signal.raise_signal(signal.SIGINT)
         return real_step(self, *a, **k)
 
@@ -209,12 +213,16 @@ def test_boston_sigint_then_resume_matches_a_straight_run(tmp_path, capsys, monk
     assert "interrupted: SIGINT" in err and "continue with: pyrobnn run boston --resume" in err
     monkeypatch.undo()
     (run_dir,) = (tmp_path / "a" / "boston").iterdir()
-    assert (run_dir / "train_state.pt").is_file() and not (run_dir / "metrics.json").exists()
+    assert (run_dir / "train_state_0.pt").is_file() and (run_dir / "calibration_train_state_0.pt").is_file()
+    assert not (run_dir / "metrics.json").exists()
     assert main(["run", "boston", "--resume", str(run_dir), "--no-progress"]) == 0
     a = json.loads((run_dir / "metrics.json").read_text())
     b = json.loads((ref_dir / "metrics.json").read_text())
+    assert a["noise_factor"] == b["noise_factor"] != 1.0
     for key in ("rmse", "log_likelihood", "coverage_95"):
         assert a[key] == pytest.approx(b[key], abs=1e-5)
+        assert a["repeats"][key] == pytest.approx(b["repeats"][key], abs=1e-5)
+    assert not list(run_dir.glob("*train_state*"))
 
 
 def test_keep_best_restores_the_best_validated_epoch_also_after_a_resume(tmp_path):
