@@ -153,7 +153,7 @@ def _boston_parser(sub):
     p.add_argument("--drop-b", action="store_true", help="leave out column b (see the README's ethics note)")
     p.add_argument("--repeats", type=int, default=5,
                    help="random 75/25 splits, seeds SEED, SEED+1, ...; figures show the first (default %(default)s)")
-    _regression_options(p, 4000)
+    _regression_options(p, 4000, calibrate_default=0.2)
     _resume_option(p)
     _common(p)
 
@@ -220,6 +220,8 @@ def _mnist_parser(sub):
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
     p.add_argument("--det-epochs", type=int, default=d.det_epochs, help="baseline epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default %(default)s)")
+    p.add_argument("--prior-gain", type=float, default=d.prior_gain,
+                   help="priors N(0, gain / sqrt(fan_in)) on every layer (default %(default)s)")
     p.add_argument("--final-lr", type=float, default=None,
                    help="decay the learning rate geometrically to this by the last step (default: constant)")
     p.add_argument("--val-size", type=int, default=0,
@@ -239,6 +241,7 @@ def _run_mnist(args) -> int:
     res = _run_or_resume(args, MNISTConfig, run, lambda: MNISTConfig(
         data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir, arch=args.arch,
         epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr, final_lr=args.final_lr, val_size=args.val_size,
+        prior_gain=args.prior_gain,
         keep_best=args.keep_best, num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress))
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_val']} validation / {res['n_test']} test images)")

@@ -46,6 +46,7 @@ class MNISTConfig:
     keep_best: str | None = None  # with val_size: restore the epoch best on this validation metric (e.g. "nll")
     val_samples: int = 30
     init_scale: float = 1e-3
+    prior_gain: float = 1.0       # priors N(0, gain / sqrt(fan_in)) per layer
     num_samples: int = 100
     seed: int = 0
     device: str = "cpu"
@@ -144,7 +145,7 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
 
     # Bayes by Backprop: mean-field Normal (softplus sigma), closed-form KL, fan-in scaled priors
     pyro.clear_param_store()
-    bnn = pyrobnn.lift(bayes_net, priors=priors.fan_in_normal(bayes_net),
+    bnn = pyrobnn.lift(bayes_net, priors=priors.fan_in_normal(bayes_net, cfg.prior_gain),
                        likelihood=pyrobnn.likelihoods.Categorical(10))
     guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
     decay = {}

@@ -40,3 +40,14 @@ def test_handwritten_guide_trains_to_the_same_accuracy_as_the_automatic_one(runs
     auto, hand = runs["meanfield"]["bayesian"], runs["handwritten"]["bayesian"]
     assert abs(hand["accuracy"] - auto["accuracy"]) <= 0.02 + 1e-9  # at most one of 50 eggs apart
     assert abs(hand["nll"] - auto["nll"]) < 0.05
+
+
+def test_standard_classifiers_on_the_same_split(egg_csv, capsys):
+    from experiments.egg_baselines import main
+
+    assert main(["--data", str(egg_csv)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.rsplit(maxsplit=2) for line in out.splitlines()[1:7]]
+    assert len(rows) == 6 and all(0.5 < float(cv) <= 1 and 0.5 < float(ho) <= 1 for _, cv, ho in rows)
+    blocks = out.splitlines()[-1].split(": ")[1].split()
+    assert len(blocks) == 13  # 639 rows in blocks of 50

@@ -55,7 +55,7 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     mnist = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
     args = ["run", "mnist", "--data-dir", str(fashion_dir()), "--ood-dir", str(mnist), "--n-train", "3000",
             "--n-test", "500", "--epochs", "5", "--det-epochs", "1", "--num-samples", "20", "--no-progress",
-            "--val-size", "500", "--keep-best", "nll", "--final-lr", "3e-4", "--out", str(tmp_path)]
+            "--val-size", "500", "--keep-best", "nll", "--final-lr", "3e-4", "--prior-gain", "3", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "out-of-distribution AUROC" in out and "2500 train / 500 validation / 500 test images" in out
@@ -66,6 +66,7 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     assert m["best_epoch"] == min(hist, key=lambda r: r["val_nll"])["epoch"]
     assert f"kept epoch {m['best_epoch']}" in out
     assert hist[-1]["lr"] == pytest.approx(3e-4, rel=0.01)
+    assert json.loads((d / "config.json").read_text())["prior_gain"] == 3.0
     assert set(m["ood_auroc"]) == {"predictive entropy", "mutual information"}
     assert all(0.0 <= v <= 1.0 for v in m["ood_auroc"].values())
     assert mpimg.imread(d / "ood_scores.png").shape[0] > 250
