@@ -215,6 +215,9 @@ def _mnist_parser(sub):
     p.add_argument("--n-train", type=int, default=None, help="training images (default: all train-*, or 8000 of t10k)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default: all of t10k, or 2000)")
     p.add_argument("--ood-dir", default=None, help="IDX folder whose t10k images are scored as out-of-distribution")
+    p.add_argument("--ood-val-size", type=int, default=0,
+                   help="the first N out-of-distribution images are scored against the validation images and "
+                        "reported apart; the test images are scored against the rest (default %(default)s)")
     p.add_argument("--arch", choices=("mlp", "cnn"), default=d.arch, help="network (default %(default)s)")
     _resume_option(p)
     p.add_argument("--epochs", type=int, default=d.epochs, help="SVI epochs (default %(default)s)")
@@ -228,6 +231,9 @@ def _mnist_parser(sub):
                    help="training images set aside to validate on after every epoch (default %(default)s)")
     p.add_argument("--keep-best", choices=("nll", "ece", "brier", "accuracy"), default=None,
                    help="with --val-size: keep the epoch that scored best on this validation metric")
+    p.add_argument("--temperature-scale", action="store_true",
+                   help="with --val-size: divide every draw's logits by the temperature that fits the validation "
+                        "images best (post-hoc calibration)")
     p.add_argument("--num-samples", type=int, default=d.num_samples, help="posterior draws (default %(default)s)")
     _common(p)
 
@@ -239,14 +245,18 @@ def _run_mnist(args) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
     res = _run_or_resume(args, MNISTConfig, run, lambda: MNISTConfig(
-        data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir, arch=args.arch,
+        data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test, ood_dir=args.ood_dir,
+        ood_val_size=args.ood_val_size, arch=args.arch,
         epochs=args.epochs, det_epochs=args.det_epochs, lr=args.lr, final_lr=args.final_lr, val_size=args.val_size,
-        prior_gain=args.prior_gain,
+        prior_gain=args.prior_gain, temperature_scale=args.temperature_scale,
         keep_best=args.keep_best, num_samples=args.num_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress))
     print(f"data: {res['source']}  ({res['n_train']} train / {res['n_val']} validation / {res['n_test']} test images)")
     if res["best_epoch"] is not None:
         print(f"kept epoch {res['best_epoch']} (best on the validation images)")
+    if res["temperature"] != 1.0:
+        print(f"logits divided by the temperature {res['temperature']:.3f} fitted on the validation images; "
+              f"Bayesian ECE before: {res['bayesian_before_temperature']['ece']:.3f}")
     print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
     for name in ("deterministic", "bayesian"):
         m = res[name]
@@ -256,6 +266,9 @@ def _run_mnist(args) -> int:
     print("pruning: " + ", ".join(f"{p['fraction']:.0%} -> {p['accuracy']:.3f}" for p in res["pruning"]))
     if "ood_auroc" in res:
         print("out-of-distribution AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in res["ood_auroc"].items()))
+    if "ood_auroc_validation" in res:
+        print("  on the validation images: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in res["ood_auroc_validation"].items()))
     print(f"run directory: {res['run_dir']}")
     return 0
 

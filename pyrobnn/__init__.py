@@ -11,8 +11,9 @@ from . import likelihoods, metrics, priors
 from .autoguides import MeanFieldNormal, auto_normal, make_guide
 from .infer import History, fit
 from .lift import BayesianNet, lift
-from .predictive import PosteriorPredictive, fit_noise_factor, predict
+from .predictive import PosteriorPredictive, predict
+from .recalibrate import fit_noise_factor, fit_temperature
 
 __all__ = ["lift", "fit", "predict", "BayesianNet", "MeanFieldNormal", "auto_normal", "make_guide",
-           "History", "PosteriorPredictive", "fit_noise_factor", "priors", "likelihoods", "metrics"]
+           "History", "PosteriorPredictive", "fit_noise_factor", "fit_temperature", "priors", "likelihoods", "metrics"]
 __version__ = "0.1.0"

@@ -218,34 +218,18 @@ class PosteriorPredictive:
 
     def with_noise_factor(self, factor: float) -> PosteriorPredictive:
         """The same predictive with every draw's noise std multiplied by ``factor`` (the epistemic part,
-        the spread of the means across weight draws, is untouched); see :func:`fit_noise_factor`."""
+        the spread of the means across weight draws, is untouched); see :func:`pyrobnn.recalibrate.fit_noise_factor`."""
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
             raise ValueError(f"noise factor must be a finite number > 0; got {factor!r}")
         return PosteriorPredictive(self.outputs, _Rescaled(self._regression(), 0.0, 1.0, factor), self.latents)
 
-
-def fit_noise_factor(pp: PosteriorPredictive, y: ArrayLike, low: float = 0.2, high: float = 5.0) -> float:
-    """The factor c on the noise std that maximises the mean log predictive density of held-out ``y``.
-
-    Why: with one noise level shared by all inputs, the ELBO sets sigma^2 to the training residual
-    variance *plus* the weight posterior's variance of the fit at the training points (the expected
-    log-likelihood averages over weight draws), and the predictive then adds the epistemic variance
-    again: mean-field intervals come out too wide. Choosing the noise precision on held-out data is
-    Gal & Ghahramani's (2016) protocol for the UCI benchmark. A grid in log c (1% steps) is searched;
-    a maximum on the edge of [low, high] is an error (widen the range).
-    """
-    pp._regression()
-    y = torch.as_tensor(y, dtype=pp.outputs.dtype, device=pp.outputs.device).reshape(-1)
-    if y.numel() != pp.outputs.shape[1] or not torch.isfinite(y).all():
-        raise ValueError(f"y must hold {pp.outputs.shape[1]} finite targets, one per input; got {y.numel()}")
-    if not 0 < low < 1 < high:
-        raise ValueError(f"need 0 < low < 1 < high; got low={low}, high={high}")
-    grid = torch.exp(torch.arange(math.log(low), math.log(high), math.log(1.01))).tolist()
-    scores = [float(pp.with_noise_factor(c).log_likelihood(y).mean()) for c in grid]
-    best = max(range(len(grid)), key=scores.__getitem__)
-    if best in (0, len(grid) - 1):
-        raise ValueError(f"the best noise factor lies on the edge of [{low}, {high}]: widen the range")
-    return grid[best]
+    def with_temperature(self, temperature: float) -> PosteriorPredictive:
+        """The same predictive with every draw's logits divided by ``temperature`` (below 1 sharpens,
+        above 1 flattens); see :func:`pyrobnn.recalibrate.fit_temperature`."""
+        self._need("classification")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+        return PosteriorPredictive(self.outputs / temperature, self.likelihood, self.latents)
 
 
 class _RegressionLikelihood(Protocol):

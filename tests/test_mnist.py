@@ -55,7 +55,8 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     mnist = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
     args = ["run", "mnist", "--data-dir", str(fashion_dir()), "--ood-dir", str(mnist), "--n-train", "3000",
             "--n-test", "500", "--epochs", "5", "--det-epochs", "1", "--num-samples", "20", "--no-progress",
-            "--val-size", "500", "--keep-best", "nll", "--final-lr", "3e-4", "--prior-gain", "3", "--out", str(tmp_path)]
+            "--val-size", "500", "--keep-best", "nll", "--final-lr", "3e-4", "--prior-gain", "3",
+            "--ood-val-size", "300", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "out-of-distribution AUROC" in out and "2500 train / 500 validation / 500 test images" in out
@@ -67,8 +68,9 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     assert f"kept epoch {m['best_epoch']}" in out
     assert hist[-1]["lr"] == pytest.approx(3e-4, rel=0.01)
     assert json.loads((d / "config.json").read_text())["prior_gain"] == 3.0
-    assert set(m["ood_auroc"]) == {"predictive entropy", "mutual information"}
-    assert all(0.0 <= v <= 1.0 for v in m["ood_auroc"].values())
+    assert set(m["ood_auroc"]) == set(m["ood_auroc_validation"]) == {"predictive entropy", "mutual information"}
+    assert all(0.0 <= v <= 1.0 for v in [*m["ood_auroc"].values(), *m["ood_auroc_validation"].values()])
+    assert m["n_ood"] == 500  # MNIST images 300..799; the first 300 were scored against the validation images
     assert mpimg.imread(d / "ood_scores.png").shape[0] > 250
 
 
@@ -83,3 +85,18 @@ def test_bayesian_lenet_lifted_from_a_plain_cnn(tmp_path, capsys):
     assert json.loads((d / "config.json").read_text())["arch"] == "cnn"
     assert m["bayesian"]["accuracy"] > 0.3  # well above chance (0.1) after 15 short epochs
     assert m["referral"]["predictive entropy"][0] == pytest.approx(m["bayesian"]["accuracy"])
+
+
+def test_prior_gain_sweep_scores_each_gain_on_validation_data_only(capsys):
+    from experiments.prior_gain_sweep import main as sweep
+    from tests.conftest import fashion_dir
+
+    mnist = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    assert sweep(["--data-dir", str(fashion_dir()), "--ood-dir", str(mnist), "--arch", "mlp", "--epochs", "1",
+                  "--gains", "1", "4", "--n-val", "300", "--n-train", "1500"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["gain"] for r in rows] == [1.0, 4.0]
+    for r in rows:
+        assert 0.3 < r["val_accuracy"] <= 1 and 0 <= r["val_ece"] <= 1 and r["val_nll"] > 0
+        assert 0 <= r["ood_val_auroc_mi"] <= 1 and 0 <= r["ood_val_auroc_entropy"] <= 1
+    assert rows[0]["elbo_loss"] != rows[1]["elbo_loss"]  # the prior differs, so does the bound

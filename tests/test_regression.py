@@ -83,7 +83,7 @@ def test_rescaled_predictive_is_in_original_units():
     torch.testing.assert_close(orig.log_likelihood(y * 4 + 10), ll - math.log(4), rtol=1e-4, atol=1e-4)
 
 
-def _fixed_noise_predictive(means: torch.Tensor, noise: float, spread: float = 0.0, draws: int = 400):
+def _fixed_noise_predictive(means: torch.Tensor, noise: float, spread: float = 0.0, draws: int = 50):
     """A predictive in which every weight draw gives ``means`` (+ N(0, spread) per draw) and noise std ``noise``."""
     g = torch.Generator().manual_seed(1)
     out = means.expand(draws, -1) + spread * torch.randn(draws, 1, generator=g)
