@@ -117,12 +117,13 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     x_tr, y_tr, x_te, y_te = load_split(cfg)
     if cfg.final_lr is not None and not 0 < cfg.final_lr <= cfg.lr:
         raise ValueError(f"final_lr must lie in (0, lr={cfg.lr}]; got {cfg.final_lr}")
-    if (cfg.keep_best or cfg.temperature_scale) and not cfg.val_size:
-        raise ValueError("keep_best and temperature_scale need a validation set: set val_size (--val-size)")
+    if (cfg.keep_best or cfg.temperature_scale or cfg.ood_val_size) and not cfg.val_size:
+        raise ValueError("keep_best, temperature_scale and ood_val_size need a validation set: set val_size "
+                         "(--val-size)")
     if not 0 <= cfg.val_size < len(y_tr):
         raise ValueError(f"val_size must lie in [0, {len(y_tr)}) (the training images); got {cfg.val_size}")
     val = None
-    if cfg.val_size:  # the last val_size images of a fixed shuffle of the training set
+    if cfg.val_size:  # the first val_size images of a fixed shuffle of the training set
         perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(cfg.seed + 1))
         x_tr, y_tr, val = x_tr[perm[cfg.val_size:]], y_tr[perm[cfg.val_size:]], (x_tr[perm[:cfg.val_size]],
                                                                                   y_tr[perm[:cfg.val_size]])
@@ -162,10 +163,10 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
                        checkpoint=run_dir / "train_state.pt", resume=resume_dir is not None,
                        callback=EpochLog(run_dir))
     stop_if_interrupted(hist, run_dir)
-    temperature = 1.0
-    if cfg.temperature_scale and val is not None:
+    pv = None  # the validation predictive, when the temperature or the OOD validation needs it
+    if val is not None and (cfg.temperature_scale or (cfg.ood_dir and cfg.ood_val_size)):
         pv = pyrobnn.predict(bnn, guide, val[0], num_samples=cfg.num_samples, seed=cfg.seed)
-        temperature = pyrobnn.fit_temperature(pv, val[1])
+    temperature = pyrobnn.fit_temperature(pv, val[1]) if cfg.temperature_scale and pv is not None else 1.0
 
     def posterior_predictive(x):
         return pyrobnn.predict(bnn, guide, x, num_samples=cfg.num_samples, seed=cfg.seed).with_temperature(temperature)
@@ -208,11 +209,11 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
                   "mutual information": (mi, pp_ood.mutual_information())}
         res["ood_auroc"] = {k: metrics.auroc(a, b) for k, (a, b) in scores.items()}
         res["n_ood"] = len(x_ood)
-        if cfg.ood_val_size and val is not None:  # validation images vs the held-apart OOD images
-            pv, po = posterior_predictive(val[0]), posterior_predictive(x_all[:cfg.ood_val_size])
+        if pv is not None and cfg.ood_val_size:  # validation images vs the held-apart OOD images
+            pvt, po = pv.with_temperature(temperature), posterior_predictive(x_all[:cfg.ood_val_size])
             res["ood_auroc_validation"] = {
-                "predictive entropy": metrics.auroc(pv.predictive_entropy(), po.predictive_entropy()),
-                "mutual information": metrics.auroc(pv.mutual_information(), po.mutual_information())}
+                "predictive entropy": metrics.auroc(pvt.predictive_entropy(), po.predictive_entropy()),
+                "mutual information": metrics.auroc(pvt.mutual_information(), po.mutual_information())}
         in_name = Path(cfg.data_dir or os.environ.get("PYROBNN_MNIST_DIR", "")).name or "test"
         fig = plots.score_histograms(scores, f"{in_name} test (in distribution)",
                                      f"{Path(cfg.ood_dir).name} (out of distribution)")

@@ -56,7 +56,7 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     args = ["run", "mnist", "--data-dir", str(fashion_dir()), "--ood-dir", str(mnist), "--n-train", "3000",
             "--n-test", "500", "--epochs", "5", "--det-epochs", "1", "--num-samples", "20", "--no-progress",
             "--val-size", "500", "--keep-best", "nll", "--final-lr", "3e-4", "--prior-gain", "3",
-            "--ood-val-size", "300", "--out", str(tmp_path)]
+            "--ood-val-size", "300", "--temperature-scale", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "out-of-distribution AUROC" in out and "2500 train / 500 validation / 500 test images" in out
@@ -68,6 +68,8 @@ def test_fashion_train_files_and_out_of_distribution_scores(tmp_path, capsys):
     assert f"kept epoch {m['best_epoch']}" in out
     assert hist[-1]["lr"] == pytest.approx(3e-4, rel=0.01)
     assert json.loads((d / "config.json").read_text())["prior_gain"] == 3.0
+    assert 0.2 < m["temperature"] < 5 and m["temperature"] != 1.0  # fitted on the 500 validation images
+    assert set(m["bayesian_before_temperature"]) == set(m["bayesian"]) and "temperature" in out
     assert set(m["ood_auroc"]) == set(m["ood_auroc_validation"]) == {"predictive entropy", "mutual information"}
     assert all(0.0 <= v <= 1.0 for v in [*m["ood_auroc"].values(), *m["ood_auroc_validation"].values()])
     assert m["n_ood"] == 500  # MNIST images 300..799; the first 300 were scored against the validation images
