@@ -70,11 +70,12 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
         rep = {**rep, "level": cfg.level, "inside_interval": float(((y[te] >= lo) & (y[te] <= hi)).float().mean()),
                "noise_std": float(pp.aleatoric_variance().sqrt().mean()),
                "epistemic_std": float(pp.epistemic_variance().sqrt().mean())}
+        which = f"Boston housing, split 1 of {cfg.repeats}"
         fig = plots.intervals_sorted_by_target(y[te], pp.mean(), lo, hi, cfg.level, "median value ($1000s)",
-                                               f"Boston housing, test set: {rep['inside_interval']:.0%} inside "
+                                               f"{which}: {rep['inside_interval']:.0%} of the test set inside "
                                                f"the {cfg.level:.0%} interval")
         fig.savefig(run_dir / "intervals_sorted.png", dpi=110)
-        fig2 = plots.calibration_curve(rep["calibration"], "Boston housing: interval calibration")
+        fig2 = plots.calibration_curve(rep["calibration"], f"{which}: interval calibration")
         fig2.savefig(run_dir / "calibration.png", dpi=110)
         plots.plt.close("all")
         save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1],
