@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from .lift import BayesianNet
+from .paramstore import expose
 
 #: Initial guide means: ``"net"`` (the net's weights), ``"prior"`` (a prior draw) or tensors by site name.
 Init = Union[str, dict[str, Any]]
@@ -48,6 +49,9 @@ class MeanFieldNormal(nn.Module):
 
     All means live in one flat parameter and all rho in another (per-site tensors are views), so a
     training step updates two tensors however many layers the net has.
+    A Pyro citizen: each call declares the two tensors as param sites ``"meanfield$$$loc_flat"`` and
+    ``"meanfield$$$rho_flat"`` (:func:`pyrobnn.paramstore.expose`), so ``pyro.infer.SVI`` with any Pyro
+    optimiser trains it; the module owns them, so its ``state_dict`` is the checkpoint.
     init: "net" (default), "prior" or a dict of tensors; init_scale: initial std of every weight
     (Pyro's advice: about 0.1 for small nets, 0.01 for large ones).
     """
@@ -89,6 +93,7 @@ class MeanFieldNormal(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """The guide: one ``pyro.sample`` per site (the model's arguments are ignored)."""
+        expose("meanfield", self.named_parameters())
         return {k: pyro.sample(k, self.distribution(k)) for k in self.sites}
 
     @torch.no_grad()

@@ -27,12 +27,14 @@ FORMAT = "pyrobnn-posterior/1"
 
 
 def _param_store_state(guide, bnn, x_example) -> dict[str, torch.Tensor]:
-    """Unconstrained values of the param-store entries the guide reads."""
+    """Unconstrained values of the param-store entries the guide reads that its ``state_dict`` does not
+    already hold (a module guide's own tensors, declared to Pyro, are saved once, with the module)."""
     with rng.preserved(), poutine.trace(param_only=True) as tr:
         poutine.block(guide, hide_types=["sample"])(x_example)
     unconstrained = dict(pyro.get_param_store().named_parameters())
+    own = {id(p) for p in guide.parameters()} if isinstance(guide, nn.Module) else set()
     return {name: unconstrained[name].detach().cpu() for name, site in tr.trace.nodes.items()
-            if site["type"] == "param"}
+            if site["type"] == "param" and id(unconstrained[name]) not in own}
 
 
 def _version() -> str:

@@ -72,8 +72,8 @@ def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor
 
 
 def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | None = None,
-                 name: str = "labels") -> torch.Tensor:
-    """Integer class labels in [0, num_classes), 1-D, one per row."""
+                 name: str = "labels", allowed: str | None = None) -> torch.Tensor:
+    """Integer class labels in [0, num_classes), 1-D, one per row; ``allowed`` words the range in errors."""
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
     if isinstance(y, np.ndarray):
@@ -87,7 +87,7 @@ def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | Non
         raise ValueError(f"{name} is empty (0 rows)")
     if n_rows is not None and y.shape[0] != n_rows:
         raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
-    rng = f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)"
+    rng = allowed or (f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)")
     if y.is_floating_point():
         bad = ~torch.isfinite(y) | (y != torch.round(y))
         if bad.any():

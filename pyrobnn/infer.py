@@ -141,7 +141,7 @@ class _Batches:
                              f"{tuple(x.shape)} and y {tuple(y.shape)}")
         if self.tbptt is None or not 1 <= self.tbptt <= x.shape[1]:
             raise ValueError(f"tbptt must lie in [1, {x.shape[1]}] (the sequence length); got {self.tbptt}")
-        return x, self.bnn.likelihood.check(y.reshape(-1), y.numel()).reshape(y.shape)
+        return x, self.bnn.likelihood.check(y.reshape(-1), y.numel(), self.bnn.row_shape(x)).reshape(y.shape)
 
     def new_order(self):
         if self.loader is not None or self.batch_size == self.n_rows:
@@ -184,15 +184,17 @@ class _Batches:
 def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.Tensor]:
     """Every tensor the optimiser must update, by name; runs the ELBO once (RNG untouched) so
     that lazily created parameters exist."""
-    with rng.preserved(), poutine.trace(param_only=True) as tr, pyro.validation_enabled(False):
+    with rng.preserved(), poutine.trace(param_only=True) as tr, pyro.validation_enabled(False), \
+            bnn.frozen_buffers():
         elbo.differentiable_loss(bnn.model, guide, xb, yb, data_size=size)
     store = dict(pyro.get_param_store().named_parameters())  # unconstrained tensors, by name
-    named = [(f"param {n}", store[n]) for n in tr.trace.nodes]
-    if isinstance(guide, nn.Module):
-        named += [(f"guide {n}", p) for n, p in guide.named_parameters()]
+    named: list[tuple[str, torch.Tensor]] = \
+        [(f"guide {n}", p) for n, p in guide.named_parameters()] if isinstance(guide, nn.Module) else []
     point = {id(p) for p in bnn.point_parameters()}
     named += [(f"bnn {n}", p) for n, p in bnn.named_parameters() if id(p) in point]
-    out, seen = {}, set()
+    named += [(f"param {n}", store[n]) for n in tr.trace.nodes]
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
     for name, t in named:
         if id(t) not in seen and t.requires_grad:
             seen.add(id(t))
@@ -205,7 +207,7 @@ def _bad_site(bnn: BayesianNet, guide, xb, yb, size, params: dict[str, torch.Ten
     for name, t in params.items():
         if not torch.isfinite(t).all():
             return f"{name} holds NaN/inf"
-    with rng.preserved(), torch.no_grad():
+    with rng.preserved(), torch.no_grad(), bnn.frozen_buffers():
         gtr = poutine.trace(guide).get_trace(xb, yb, data_size=size)
         mtr = poutine.trace(poutine.replay(bnn.model, trace=gtr)).get_trace(xb, yb, data_size=size)
         for where, tr in (("guide", gtr), ("model", mtr)):
@@ -228,7 +230,7 @@ def _parts_by_tracing(bnn: BayesianNet, guide, xb, yb, size) -> dict[str, float]
     """One-draw estimate of the ELBO's two parts on a minibatch, for ELBOs that do not report them:
     nll = -(scaled) log p(y | w), kl = log q(w) - log p(w), from one guide trace and the model replayed
     on it (RNG untouched, no gradient)."""
-    with rng.preserved(), torch.no_grad():
+    with rng.preserved(), torch.no_grad(), bnn.frozen_buffers():
         gtr = poutine.trace(guide).get_trace(xb, yb, data_size=size)
         mtr = poutine.trace(poutine.replay(bnn.model, trace=gtr)).get_trace(xb, yb, data_size=size)
         obs = float(mtr.log_prob_sum(lambda name, site: site["is_observed"]))
@@ -274,6 +276,9 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         retry_lr_factor: float = 0.5, lr_decay: float = 1.0, fast: bool = True,
         estimator: str = "reparam", tbptt: int | None = None, callback=None, keep_best: str | None = None) -> History:
     """Train ``guide`` (and any deterministic parameters of ``bnn``) by SVI on ``data``.
+
+    The net trains in train mode (BatchNorm batch statistics, Dropout on) and is left in the mode it
+    was in; validation predicts in eval mode.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
@@ -328,6 +333,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if seed is not None:
         pyro.set_rng_seed(seed)
     bnn.to(dev)
+    was_training = bnn.training
+    bnn.train()  # BatchNorm batch statistics, Dropout on; validation predicts in eval mode
     if isinstance(guide, nn.Module):
         guide.to(dev)
     elbo = make_elbo(loss, num_particles, vectorize_particles)
@@ -345,7 +352,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     if val_data is not None:
         if tbptt is not None:  # sequences scored whole, per-step targets as rows
             val_x, val_y = bnn.check_inputs(val_data[0], name="val X")[0], torch.as_tensor(val_data[1]).reshape(-1)
-            val_y = bnn.likelihood.check(val_y, val_y.numel())
+            val_y = bnn.likelihood.check(val_y, val_y.numel(), bnn.row_shape(val_x))
         else:
             val_x, val_y = bnn.check_inputs(*val_data, name="val X")
         val_x, val_y = val_x.to(dev), val_y.to(dev)
@@ -467,4 +474,5 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
                 t.copy_(best["params"][k])
         history.best_epoch = best["epoch"]
         history.events.append(f"restored epoch {best['epoch']} (best validation {keep_best} {best['value']:.4g})")
+    bnn.train(was_training)
     return history

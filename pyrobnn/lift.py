@@ -7,7 +7,8 @@ so one code path serves every Linear/Conv/normalisation layer the net is made of
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Union, overload
 
 import pyro
@@ -18,6 +19,8 @@ from torch.func import functional_call, vmap
 from ._types import ArrayLike
 from .data import check_features, check_tokens
 from .likelihoods import Likelihood, make_likelihood
+from .normalization import per_draw_statistics, training_batch_norms, update_running
+from .paramstore import expose
 from .priors import Normal, Prior, PriorSpec, make_prior
 from .recurrent import unfused_recurrence
 
@@ -53,7 +56,13 @@ class BayesianNet(nn.Module):
     Sites: one ``pyro.sample`` per stochastic parameter, named as in ``net.named_parameters()``
     (e.g. ``"0.weight"``), with the parameter's shape as event shape; then ``"obs"`` from the
     likelihood inside the data plate. Parameters with prior ``None`` stay ordinary trainable
-    parameters of the net (point estimates).
+    parameters of the net (point estimates), declared to Pyro as ``pyro.param`` sites
+    ``"bnn$$$net.<name>"`` (a learned noise: ``"bnn$$$likelihood.raw_scale"``) so a plain
+    ``pyro.infer.SVI`` loop trains them too.
+
+    The net runs in the mode it is in (``bnn.train()`` / ``bnn.eval()``): BatchNorm in train mode
+    normalises each weight draw by its own batch statistics and updates the running statistics once
+    per forward pass (:mod:`pyrobnn.normalization`); Dropout draws its masks independently per draw.
     """
 
     def __init__(self, net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
@@ -76,6 +85,7 @@ class BayesianNet(nn.Module):
         self.n_features = n_features if n_features is not None else \
             (first.in_features if isinstance(first, nn.Linear) else None)
         self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) else None
+        self._row_shape: tuple[int, ...] | None = None
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -83,10 +93,43 @@ class BayesianNet(nn.Module):
         """Every sample site of the model but ``"obs"``: the lifted parameters, then the likelihood's latents."""
         return list(self.priors)
 
+    def named_point_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Trainable tensors that are not sampled, by name: deterministic net parameters
+        (``"net.<name>"``), a learned likelihood noise (``"likelihood.raw_scale"``)."""
+        ps = [(f"net.{n}", p) for n, p in self.net.named_parameters() if n not in self.priors and p.requires_grad]
+        return ps + [(f"likelihood.{n}", p) for n, p in self.likelihood.named_parameters() if p.requires_grad]
+
     def point_parameters(self) -> list[nn.Parameter]:
         """Trainable tensors that are not sampled: deterministic net parameters, likelihood noise."""
-        ps = [p for n, p in self.net.named_parameters() if n not in self.priors and p.requires_grad]
-        return ps + [p for p in self.likelihood.parameters() if p.requires_grad]
+        return [p for _, p in self.named_point_parameters()]
+
+    @contextmanager
+    def frozen_buffers(self) -> Iterator[None]:
+        """Within the block the net's buffers (BatchNorm running statistics) may change; on exit they
+        are restored. For evaluations that must not count as training (predictions, diagnostics)."""
+        saved = [(b, b.clone()) for b in self.net.buffers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
+
+    def row_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The net's output per input row (``(k,)``; ``(1,)`` for a net that returns ``[N]``), measured
+        once on ``x[:1]`` in eval mode without changing any state."""
+        if self._row_shape is None:
+            was = self.net.training
+            try:
+                with torch.no_grad(), self.frozen_buffers():
+                    self.net.eval()
+                    out = self.net(x[:1].to(self.device))
+            finally:
+                self.net.train(was)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}")
+            self._row_shape = tuple(out.shape[1:]) or (1,)
+        return self._row_shape
 
     def initial_values(self) -> dict[str, torch.Tensor]:
         """Current values of every site: the net's weights, the likelihood's starting latents."""
@@ -124,22 +167,36 @@ class BayesianNet(nn.Module):
         """Run the net with ``weights``; leading sample dims of the weights lead the output.
 
         weights[name] has shape ``[*lead, *param_shape]`` with the same ``lead`` for all (or
-        broadcastable); the output is ``[*lead, *net(x).shape]``. With no leading dims the net runs
-        as it is (fused LSTM/GRU kernels included); with them, LSTM/GRU layers run their written-out
-        recurrence (:mod:`pyrobnn.recurrent`), which ``vmap`` can batch.
+        broadcastable); the output is ``[*lead, *net(x).shape]``, with a trailing axis added to a
+        net output of one value per row (``[N]`` becomes ``[N, 1]``). With no leading dims the net
+        runs as it is (fused LSTM/GRU kernels included); with them, LSTM/GRU layers run their
+        written-out recurrence (:mod:`pyrobnn.recurrent`) and BatchNorm in train mode its per-draw
+        statistics (:mod:`pyrobnn.normalization`), which ``vmap`` can batch.
         """
         weights = {k: weights[k] for k in self.net_sites if k in weights}
         leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:
-            return functional_call(self.net, weights, (x,))
+            call = _traced_call if torch.jit.is_tracing() else functional_call
+            return _with_row_axis(call(self.net, weights, (x,)), 0)
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
-        with unfused_recurrence(self.net):
-            out = vmap(lambda p: functional_call(self.net, p, (x,)), randomness="different")(flat)
-        return out.reshape(*lead, *out.shape[1:])
+        norms = training_batch_norms(self.net)
+        with unfused_recurrence(self.net), per_draw_statistics(norms) as record:
+            def run(p):
+                record.calls.clear()
+                record.stats.clear()
+                return functional_call(self.net, p, (x,)), list(record.stats)
+
+            out, stats = vmap(run, randomness="different")(flat)
+        update_running(record.calls, stats)
+        return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None) -> torch.Tensor:
-        """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size."""
+        """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size.
+
+        Labels/targets are checked (and converted, e.g. integer labels to floats for Bernoulli), so a
+        plain ``pyro.infer.SVI`` loop gets the same one-line errors as :func:`pyrobnn.fit`."""
+        expose("bnn", self.named_point_parameters())
         latents = self.sample_weights()
         out = self.forward(x, latents)
         k = self.net_sites[0]
@@ -149,6 +206,8 @@ class BayesianNet(nn.Module):
             # (..., P, 1): the trailing 1 is the data plate's slot, which the rows fill.
             out = out.squeeze(lead - 1)
             latents = {n: v.squeeze(lead - 1) for n, v in latents.items() if n not in self.net_sites}
+        if y is not None:
+            y = self.likelihood.check(y, out.shape[-2], tuple(out.shape[-1:]))
         return self.likelihood(out, y, data_size, latents)
 
     # --- input checks ----------------------------------------------------------------------------
@@ -168,8 +227,38 @@ class BayesianNet(nn.Module):
         else:
             x = check_features(x, self.n_features, name)
         if y is not None:
-            y = self.likelihood.check(y, x.shape[0])
+            y = self.likelihood.check(y, x.shape[0], self.row_shape(x))
         return x, y
+
+
+def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) -> torch.Tensor:
+    """``functional_call`` for one weight set under ``torch.jit.trace`` (Pyro's ``JitTrace_ELBO``), which
+    torch's stateless API refuses: each parameter, and every alias of it (tied weights), is swapped for
+    the given tensor while the net runs, then put back."""
+    slots: dict[str, list[tuple[nn.Module, str]]] = {}
+    owner = {id(p): n for n, p in net.named_parameters()}  # first name of each (possibly shared) tensor
+    for name, p in net.named_parameters(remove_duplicate=False):
+        mod_name, _, attr = name.rpartition(".")
+        if owner[id(p)] in weights:
+            slots.setdefault(owner[id(p)], []).append((net.get_submodule(mod_name), attr))
+    saved = [(m, a, m._parameters[a]) for places in slots.values() for m, a in places]
+    try:
+        for name, places in slots.items():
+            for m, a in places:
+                del m._parameters[a]
+                setattr(m, a, weights[name])
+        return net(*args)
+    finally:
+        for m, a, p in saved:
+            delattr(m, a)
+            m._parameters[a] = p
+
+
+def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
+    """``[*lead, N]`` (one value per row) becomes ``[*lead, N, 1]``; wider outputs are unchanged."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}")
+    return out.unsqueeze(-1) if out.dim() - n_lead == 1 else out
 
 
 def _first_layer(net: nn.Module) -> nn.Module | None:

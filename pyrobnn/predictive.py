@@ -35,7 +35,8 @@ def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str,
 
 
 def _floats_per_row(bnn: BayesianNet, x: torch.Tensor) -> int:
-    """Activation floats one input needs in one forward pass (measured with hooks on one row)."""
+    """Activation floats one input needs in one forward pass (measured with hooks on one row, in eval
+    mode: a BatchNorm in train mode cannot take one row; no state changes)."""
     total = [0]
 
     def hook(_m, _i, out):
@@ -45,10 +46,13 @@ def _floats_per_row(bnn: BayesianNet, x: torch.Tensor) -> int:
             total[0] += sum(o.numel() for o in out if isinstance(o, torch.Tensor))
 
     handles = [m.register_forward_hook(hook) for m in bnn.net.modules() if not list(m.children())]
+    was = bnn.net.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), bnn.frozen_buffers():
+            bnn.net.eval()
             bnn.net(x[:1])
     finally:
+        bnn.net.train(was)
         for h in handles:
             h.remove()
     return max(total[0], 1)
@@ -63,10 +67,20 @@ def auto_chunk(bnn: BayesianNet, x: torch.Tensor) -> int:
 
 @torch.no_grad()
 def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 1000, chunk_size: int | None = None,
-            seed: int | None = None) -> PosteriorPredictive:
-    """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws."""
+            seed: int | None = None, mode: str = "eval") -> PosteriorPredictive:
+    """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws.
+
+    mode: ``"eval"`` (default) runs the net in eval mode: BatchNorm uses its running statistics and
+    Dropout is off, so the spread comes from the weight posterior alone. ``"train"`` keeps train-mode
+    behaviour: Dropout masks drawn per weight draw (MC dropout on top of the weight posterior) and
+    BatchNorm normalising by each draw's statistics over ``x``. Either way no state of the net changes
+    (running statistics are left as they were) and the net is returned to the mode it was in;
+    ``pp.mode`` records which was used.
+    """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got {mode!r}")
     if seed is not None:
         pyro.set_rng_seed(seed)
     x = bnn.check_inputs(x)[0].to(bnn.device)
@@ -74,33 +88,43 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
         guide.to(bnn.device)
     chunk = chunk_size or auto_chunk(bnn, x)
     outs, latents = [], []
-    for start in range(0, num_samples, chunk):
-        n = min(chunk, num_samples - start)
-        draws = _weight_draws(bnn, guide, x, n)
-        outs.append(bnn.forward(x, draws))
-        latents.append({k: v for k, v in draws.items() if k not in bnn.net_sites})
+    was = bnn.training
+    try:
+        bnn.train(mode == "train")
+        with bnn.frozen_buffers():
+            for start in range(0, num_samples, chunk):
+                n = min(chunk, num_samples - start)
+                draws = _weight_draws(bnn, guide, x, n)
+                outs.append(bnn.forward(x, draws))
+                latents.append({k: v for k, v in draws.items() if k not in bnn.net_sites})
+    finally:
+        bnn.train(was)
     outputs = torch.cat(outs)
     latent = {k: torch.cat([d[k] for d in latents]) for k in latents[0]}
-    return PosteriorPredictive(outputs, bnn.likelihood, latent)
+    return PosteriorPredictive(outputs, bnn.likelihood, latent, mode=mode)
 
 
 class PosteriorPredictive:
     """Network outputs for S weight draws at N inputs, ``outputs: [S, N, ...]``, with summaries.
 
-    Classification (logits): ``draws`` are labels sampled from the posterior predictive, one per
-    weight draw and input; ``class_frequencies()`` counts them; ``mean_probs()`` averages the
-    per-draw softmax; total uncertainty (predictive entropy) = aleatoric (expected entropy) +
-    epistemic (mutual information).
-    Regression (Normal likelihood): predictive variance = epistemic (variance of the mean across
-    weight draws) + aleatoric (mean noise variance); intervals come from the predictive draws.
-    ``latents`` holds per-draw values of the likelihood's own latent sites (e.g. the noise).
+    Classification (Categorical logits, or Bernoulli as two classes): ``draws`` are labels sampled
+    from the posterior predictive, one per weight draw and input; ``class_frequencies()`` counts
+    them; ``mean_probs()`` averages the per-draw class probabilities; total uncertainty (predictive
+    entropy) = aleatoric (expected entropy) + epistemic (mutual information).
+    Regression and counts (Normal, StudentT, Poisson, Custom): predictive variance = epistemic
+    (variance of the per-draw mean across weight draws) + aleatoric (mean per-draw variance);
+    intervals come from the predictive draws. With k targets every summary has a trailing ``[k]``.
+    ``latents`` holds per-draw values of the likelihood's own latent sites (e.g. the noise);
+    ``mode`` is the net mode the draws were made in (``"eval"`` or ``"train"``).
     """
 
-    def __init__(self, outputs: torch.Tensor, likelihood: Likelihood | _Rescaled, latents: dict | None = None):
+    def __init__(self, outputs: torch.Tensor, likelihood: Likelihood | _Rescaled, latents: dict | None = None,
+                 mode: str = "eval"):
         self.outputs = outputs
         self.likelihood = likelihood
         self.latents = latents or {}
         self.kind = likelihood.kind
+        self.mode = mode
         self._draws: torch.Tensor | None = None
 
     @property
@@ -124,18 +148,22 @@ class PosteriorPredictive:
         if self.kind != kind:
             raise ValueError(f"this summary is for {kind}; the likelihood is {self.kind}")
 
+    def log_probs(self) -> torch.Tensor:
+        """Per-draw log class probabilities ``[S, N, C]``."""
+        self._need("classification")
+        return cast(_ClassLikelihood, self.likelihood).log_probs(self.outputs)
+
     @property
     def probs(self) -> torch.Tensor:
         """Per-draw class probabilities ``[S, N, C]``."""
-        self._need("classification")
-        return torch.softmax(self.outputs, dim=-1)
+        return self.log_probs().exp()
 
     def class_frequencies(self, votes: bool = False) -> torch.Tensor:
         """``[N, C]``: share of draws predicting each class (rows sum to 1). ``votes=True`` counts each
         sampled net's argmax instead of a sampled label."""
-        self._need("classification")
-        labels = self.outputs.argmax(-1) if votes else self.draws
-        c = self.outputs.shape[-1]
+        probs = self.probs
+        labels = probs.argmax(-1) if votes else self.draws.long()
+        c = probs.shape[-1]
         counts = torch.zeros(labels.shape[1], c, device=labels.device)
         counts.scatter_add_(1, labels.T.long(), torch.ones_like(labels.T, dtype=counts.dtype))
         return counts / labels.shape[0]
@@ -155,7 +183,7 @@ class PosteriorPredictive:
 
     def expected_entropy(self) -> torch.Tensor:
         """Aleatoric part E_w H[p(y|x,w)] per input (nats)."""
-        logp = torch.log_softmax(self.outputs, dim=-1)
+        logp = self.log_probs()
         return -(logp.exp() * logp).sum(-1).mean(0)
 
     def mutual_information(self) -> torch.Tensor:
@@ -165,16 +193,23 @@ class PosteriorPredictive:
     # --- regression ----------------------------------------------------------------------------
     def _regression(self) -> _RegressionLikelihood:
         self._need("regression")
-        # kind "regression": likelihoods.Normal or _Rescaled, both with loc() and scale()
+        # kind "regression": a likelihood with mean() and variance() per draw
         return cast(_RegressionLikelihood, self.likelihood)
 
+    def _loc_scale(self) -> _LocScaleLikelihood:
+        lik = self._regression()
+        if not all(hasattr(lik, a) for a in ("loc", "scale", "from_loc_scale")):
+            raise ValueError(f"rescaling needs a location-scale likelihood (Normal, StudentT); this one is "
+                             f"{type(lik).__name__}")
+        return cast(_LocScaleLikelihood, lik)
+
     def locs(self) -> torch.Tensor:
-        """Per-draw predictive means ``[S, N]``."""
-        return self._regression().loc(self.outputs)
+        """Per-draw predictive means ``[S, N]`` (``[S, N, k]`` for k targets)."""
+        return self._regression().mean(self.outputs, self.latents)
 
     def noise_scales(self) -> torch.Tensor:
-        """Per-draw noise std, broadcastable to ``[S, N]``."""
-        return self._regression().scale(self.outputs, self.latents).expand_as(self.locs())
+        """Per-draw noise std (the square root of the per-draw variance), shaped like ``locs()``."""
+        return self._regression().variance(self.outputs, self.latents).sqrt()
 
     def mean(self) -> torch.Tensor:
         """Predictive mean per input."""
@@ -186,7 +221,7 @@ class PosteriorPredictive:
 
     def aleatoric_variance(self) -> torch.Tensor:
         """Mean noise variance across weight draws, per input."""
-        return (self.noise_scales() ** 2).mean(0)
+        return self._regression().variance(self.outputs, self.latents).mean(0)
 
     def std(self) -> torch.Tensor:
         """Predictive std per input: sqrt(epistemic + aleatoric variance)."""
@@ -208,20 +243,21 @@ class PosteriorPredictive:
 
     def log_likelihood(self, y: torch.Tensor) -> torch.Tensor:
         """log p(y | x, data) per input: log of the mean over draws of the per-draw density."""
-        y = torch.as_tensor(y, dtype=self.outputs.dtype, device=self.outputs.device)
-        lp = self.distribution().log_prob(y if self.kind == "regression" else y.long())
+        y = self.likelihood.cast(torch.as_tensor(y, device=self.outputs.device))
+        lp = self.distribution().log_prob(y)
         return torch.logsumexp(lp, 0) - math.log(lp.shape[0])
 
     def rescaled(self, mean: float, std: float) -> PosteriorPredictive:
         """The same predictive in original target units, for a model trained on (y - mean) / std."""
-        return PosteriorPredictive(self.outputs, _Rescaled(self._regression(), mean, std), self.latents)
+        return PosteriorPredictive(self.outputs, _Rescaled(self._loc_scale(), mean, std), self.latents, self.mode)
 
     def with_noise_factor(self, factor: float) -> PosteriorPredictive:
         """The same predictive with every draw's noise std multiplied by ``factor`` (the epistemic part,
         the spread of the means across weight draws, is untouched); see :func:`pyrobnn.recalibrate.fit_noise_factor`."""
         if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
             raise ValueError(f"noise factor must be a finite number > 0; got {factor!r}")
-        return PosteriorPredictive(self.outputs, _Rescaled(self._regression(), 0.0, 1.0, factor), self.latents)
+        return PosteriorPredictive(self.outputs, _Rescaled(self._loc_scale(), 0.0, 1.0, factor), self.latents,
+                                   self.mode)
 
     def with_temperature(self, temperature: float) -> PosteriorPredictive:
         """The same predictive with every draw's logits divided by ``temperature`` (below 1 sharpens,
@@ -229,23 +265,45 @@ class PosteriorPredictive:
         self._need("classification")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-        return PosteriorPredictive(self.outputs / temperature, self.likelihood, self.latents)
+        return PosteriorPredictive(self.outputs / temperature, self.likelihood, self.latents, self.mode)
+
+
+class _ClassLikelihood(Protocol):
+    """What the classification summaries need from a likelihood."""
+
+    def log_probs(self, out: torch.Tensor) -> torch.Tensor: ...
 
 
 class _RegressionLikelihood(Protocol):
     """What the regression summaries need from a likelihood."""
 
+    kind: str
+
+    def mean(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor: ...
+
+    def variance(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor: ...
+
+    def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution: ...
+
+    def cast(self, y: torch.Tensor) -> torch.Tensor: ...
+
+
+class _LocScaleLikelihood(_RegressionLikelihood, Protocol):
+    """A location-scale likelihood (Normal, StudentT): what rescaling needs."""
+
     def loc(self, out: torch.Tensor) -> torch.Tensor: ...
 
     def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor: ...
 
+    def from_loc_scale(self, out: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution: ...
+
 
 class _Rescaled:
-    """A Normal likelihood seen in other units: loc * std + mean, noise * std * noise_factor."""
+    """A location-scale likelihood seen in other units: loc * std + mean, noise * std * noise_factor."""
 
     kind = "regression"
 
-    def __init__(self, inner: _RegressionLikelihood, mean: float, std: float, noise_factor: float = 1.0):
+    def __init__(self, inner: _LocScaleLikelihood, mean: float, std: float, noise_factor: float = 1.0):
         self.inner, self.shift, self.factor, self.noise_factor = inner, float(mean), float(std), float(noise_factor)
 
     def loc(self, out: torch.Tensor) -> torch.Tensor:
@@ -254,5 +312,17 @@ class _Rescaled:
     def scale(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
         return self.inner.scale(out, latents) * (self.factor * self.noise_factor)
 
+    def mean(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
+        return self.loc(out)
+
+    def variance(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
+        return self.inner.variance(out, latents) * (self.factor * self.noise_factor) ** 2
+
+    def from_loc_scale(self, out: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution:
+        return self.inner.from_loc_scale(out, loc, scale)
+
     def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
-        return dist.Normal(self.loc(out), self.scale(out, latents))
+        return self.inner.from_loc_scale(out, self.loc(out), self.scale(out, latents))
+
+    def cast(self, y: torch.Tensor) -> torch.Tensor:
+        return y.float()

@@ -70,7 +70,7 @@ CASES = [
      "prior scale must be a finite number > 0; got -1"),
     ("mixture pi", lambda: priors.ScaleMixture(pi=1.5), "prior pi must lie in (0, 1)"),
     ("unknown prior", lambda: pyrobnn.lift(nn.Linear(2, 2), prior="cauchy"), "unknown prior 'cauchy'"),
-    ("unknown likelihood", lambda: pyrobnn.lift(nn.Linear(2, 2), likelihood="poisson"), "unknown likelihood 'poisson'"),
+    ("unknown likelihood", lambda: pyrobnn.lift(nn.Linear(2, 2), likelihood="cauchy"), "unknown likelihood 'cauchy'"),
     ("unknown guide", lambda: pyrobnn.make_guide("laplace", bnn()), "unknown guide 'laplace'"),
     ("guide init scale", lambda: MeanFieldNormal(bnn(), init_scale=0.0), "init_scale must be > 0"),
     ("likelihood classes", lambda: pyrobnn.likelihoods.Categorical(1), "num_classes must be >= 2"),

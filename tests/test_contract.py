@@ -1,0 +1,142 @@
+"""The lift -> guide -> inference -> predictive contract off the paved path: pyrobnn's guides under
+Pyro's own SVI loop, BatchNorm/Dropout under vectorised draws, and predict's net mode."""
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import SGD, Adam, ClippedAdam
+from torch import nn
+
+import pyrobnn
+from guides.egg import egg_guide
+from guides.normal import normal_guide
+from models.egg import EggNet
+from models.zoo import ResidualBNCNN
+from pyrobnn import MeanFieldNormal, auto_normal, checkpoint, predict
+from pyrobnn.conformance import guide_tensors
+
+X = torch.randn(60, 2)
+Y = (X[:, 0] > 0).long() + (X[:, 1] > 1).long()
+
+
+def _svi_trains(bnn, guide, optim, elbo, steps=40):
+    before = {n: t.detach().clone() for n, t in guide_tensors(bnn, guide, X).items()}
+    svi = SVI(bnn.model, guide, optim, elbo)
+    losses = [svi.step(X, Y) for _ in range(steps)]
+    now = guide_tensors(bnn, guide, X)
+    assert before and all(not torch.equal(t, now[n].detach()) for n, t in before.items()), "a guide tensor stayed put"
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+@pytest.mark.parametrize("optim,elbo", [
+    (Adam({"lr": 0.02}), TraceMeanField_ELBO()),
+    (ClippedAdam({"lr": 0.02}), Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)),
+    (SGD({"lr": 1e-4}), Trace_ELBO()),
+])
+def test_every_pyrobnn_guide_trains_under_a_plain_svi_loop(optim, elbo):
+    for make in (MeanFieldNormal, auto_normal, normal_guide):
+        pyro.clear_param_store()
+        bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
+        _svi_trains(bnn, make(bnn), optim, elbo)
+
+
+def test_the_egg_guide_trains_under_svi():
+    bnn = pyrobnn.lift(EggNet(hidden=(32, 32)), priors={"0": None})
+    _svi_trains(bnn, egg_guide, Adam({"lr": 0.02}), Trace_ELBO())
+
+
+def test_meanfield_tensors_are_the_param_sites_pyro_optimises():
+    # fails if the guide's parameters are hidden from Pyro again (SVI would then train nothing)
+    bnn = pyrobnn.lift(nn.Linear(2, 3))
+    guide = MeanFieldNormal(bnn)
+    with poutine.trace(param_only=True) as tr:
+        guide(X)
+    store = pyro.get_param_store()
+    seen = {store._params[n] for n in tr.trace.nodes}
+    assert {guide.loc_flat, guide.rho_flat} <= seen
+    # a stale entry of the same name (another instance) is replaced by this guide's own tensor
+    other = MeanFieldNormal(bnn)
+    other(X)
+    guide(X)
+    assert store["meanfield$$$loc_flat"] is guide.loc_flat
+
+
+def test_deterministic_parts_and_learned_noise_train_under_svi():
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+    bnn = pyrobnn.lift(net, likelihood=pyrobnn.likelihoods.Normal(scale=None), priors={"2.bias": None})
+    guide = MeanFieldNormal(bnn)
+    bias, raw = net[2].bias.detach().clone(), bnn.likelihood.raw_scale.detach().clone()
+    svi = SVI(bnn.model, guide, Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(20):
+        svi.step(X, X[:, 0] + 3.0)
+    assert not torch.equal(bias, net[2].bias.detach()) and not torch.equal(raw, bnn.likelihood.raw_scale.detach())
+
+
+def test_jit_elbo_and_checkpoint_round_trip_with_the_svi_trained_guide(tmp_path):
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
+    guide = MeanFieldNormal(bnn)
+    svi = SVI(bnn.model, guide, Adam({"lr": 0.02}), JitTrace_ELBO(ignore_jit_warnings=True))
+    for _ in range(5):
+        svi.step(X, Y, data_size=60)
+    path = checkpoint.save_posterior(tmp_path / "p.pt", bnn, guide, X)
+    assert set(checkpoint.read_checkpoint(path)["param_store"]) == set()  # saved once, with the module
+    fresh = MeanFieldNormal(bnn, init="prior")
+    checkpoint.load_posterior(path, bnn, fresh, X)
+    torch.testing.assert_close(fresh.loc_flat, guide.loc_flat)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return ResidualBNCNN(width=4)
+
+
+IMAGES = torch.randn(16, 1, 8, 8)
+
+
+def test_batchnorm_train_mode_per_draw_statistics_and_one_running_update():
+    net = _bn_net()
+    bnn = pyrobnn.lift(net)
+    w = dict(net.named_parameters())
+    draws = {k: torch.stack([v.detach(), v.detach() * 1.5, v.detach() * 0.5]) for k, v in w.items()}
+    stem_bn = net.stem[1]
+    mean0, var0 = stem_bn.running_mean.clone(), stem_bn.running_var.clone()
+    out = bnn.forward(IMAGES, draws)
+    # each draw normalises by its own batch statistics: the same as the net run alone with those weights
+    for d in range(3):
+        ref = _bn_net()
+        ref.load_state_dict({k: v[d] for k, v in draws.items()}, strict=False)
+        torch.testing.assert_close(out[d], ref(IMAGES), rtol=1e-4, atol=1e-5)
+    # running statistics: one momentum step towards the draws' mean batch statistics
+    conv = nn.functional.conv2d
+    acts = torch.stack([conv(IMAGES, draws["stem.0.weight"][d], padding=1) for d in range(3)])
+    m = stem_bn.momentum
+    torch.testing.assert_close(stem_bn.running_mean, (1 - m) * mean0 + m * acts.mean((1, 3, 4)).mean(0))
+    torch.testing.assert_close(stem_bn.running_var,
+                               (1 - m) * var0 + m * acts.var((1, 3, 4), correction=1).mean(0), rtol=1e-4, atol=1e-6)
+    assert int(stem_bn.num_batches_tracked) == 1
+
+
+def test_predict_is_eval_mode_by_default_changes_nothing_and_offers_mc_dropout():
+    net = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(32), nn.Linear(32, 3))
+    bnn = pyrobnn.lift(net, priors={"": None, "4": pyrobnn.priors.Normal()})
+    guide = MeanFieldNormal(bnn, init_scale=1e-6)  # nearly deterministic weights: spread comes from dropout
+    pyrobnn.fit(bnn, guide, (X, Y), epochs=3, lr=0.01, progress=False)
+    stats = {k: v.clone() for k, v in net.state_dict().items()}
+    assert net.training  # fit leaves the mode as it found it
+    pp = predict(bnn, guide, X[:5], num_samples=50)
+    mc = predict(bnn, guide, X[:5], num_samples=50, mode="train")
+    assert pp.mode == "eval" and mc.mode == "train" and net.training
+    assert float(pp.probs.std(0).max()) < 1e-3 < float(mc.probs.std(0).max())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, stats[k]), f"predict changed {k}"
+    with pytest.raises(ValueError, match="mode must be 'eval'"):
+        predict(bnn, guide, X[:5], num_samples=5, mode="mc")
+
+
+def test_normalisation_parameters_follow_the_priors():
+    net = _bn_net()
+    assert "stem.1.weight" in pyrobnn.lift(net).site_names
+    assert "stem.1.weight" not in pyrobnn.lift(net, priors={"stem.1": None}).site_names
