@@ -4,8 +4,8 @@
 for draws. The cell passes when training lowered the loss (the ELBO estimated on the same random
 draws before and after, so noise cancels) **and** moved every parameter of the guide, and both
 ``pyrobnn.predict`` and ``pyro.infer.Predictive(bnn.model, guide=..., parallel=True)`` returned
-draws of the right shape. It is *refused* when pyrobnn raises :class:`Unsupported` (one line naming
-the combination), and fails otherwise, with the first line of what went wrong.
+draws of the right shape. It is *refused* when pyrobnn raises :class:`pyrobnn.errors.Unsupported` (one line
+naming the combination), and fails otherwise, with the first line of what went wrong.
 
 Routes: ``"fit"`` (defaults), ``"fit-trace"`` (``loss="trace"``), ``"fit-particles"`` (4 vectorised
 particles), ``"svi"`` (a plain ``pyro.infer.SVI`` loop with ``pyro.optim.Adam`` and ``Trace_ELBO``).
@@ -19,18 +19,16 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro.optim import Adam  # type: ignore[attr-defined]  # made at import by pyro.optim
 from torch import nn
 
 from . import rng
+from .errors import Unsupported
 from .infer import fit
 from .lift import BayesianNet
 from .predictive import predict
 
 ROUTES = ("fit", "fit-trace", "fit-particles", "svi")
-
-
-class Unsupported(ValueError):
-    """A combination pyrobnn knowingly does not support (raised with a one-line reason)."""
 
 
 @dataclass
@@ -52,8 +50,10 @@ def guide_tensors(bnn: BayesianNet, guide: Any, x: torch.Tensor) -> dict[str, to
     out = {f"param {n}": store[n] for n in tr.trace.nodes if n in store}
     if isinstance(guide, nn.Module):
         out.update({f"guide {n}": p for n, p in guide.named_parameters()})
-    seen: set[int] = set()
-    return {n: t for n, t in out.items() if not (id(t) in seen or seen.add(id(t)))}
+    unique: dict[int, tuple[str, torch.Tensor]] = {}
+    for n, t in out.items():
+        unique.setdefault(id(t), (n, t))
+    return dict(unique.values())
 
 
 def elbo_loss(bnn: BayesianNet, guide: Any, x: torch.Tensor, y: torch.Tensor, seed: int = 12345,
@@ -70,11 +70,12 @@ def train(route: str, bnn: BayesianNet, guide: Any, x: torch.Tensor, y: torch.Te
           lr: float) -> None:
     """Train by ``route`` for ``steps`` full-batch steps."""
     if route == "svi":
-        svi = SVI(bnn.model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO(max_plate_nesting=1))
+        svi = SVI(bnn.model, guide, Adam({"lr": lr}), Trace_ELBO(max_plate_nesting=1))
         for _ in range(steps):
             svi.step(x, y)
         return
-    kwargs = {"fit": {}, "fit-trace": {"loss": "trace"}, "fit-particles": {"num_particles": 4}}
+    kwargs: dict[str, dict[str, Any]] = {"fit": {}, "fit-trace": {"loss": "trace"},
+                                         "fit-particles": {"num_particles": 4}}
     if route not in kwargs:
         raise ValueError(f"unknown route {route!r}; choose one of {list(ROUTES)}")
     fit(bnn, guide, (x, y), epochs=steps, lr=lr, progress=False, **kwargs[route])

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import Unsupported
+
 if TYPE_CHECKING:
     from .autoguides import MeanFieldNormal
     from .lift import BayesianNet
@@ -37,11 +39,11 @@ def bayesian_layers(bnn: BayesianNet) -> dict[str, dict[str, str]]:
     for site in bnn.net_sites:
         mod_name, _, pname = site.rpartition(".")
         if type(modules.get(mod_name)) not in _OPS or pname not in ("weight", "bias"):
-            raise ValueError(f"local/flipout estimators need every Bayesian parameter in a Linear or Conv "
+            raise Unsupported(f"local/flipout estimators need every Bayesian parameter in a Linear or Conv "
                              f"layer; {site!r} is not")
         layers.setdefault(mod_name, {})[pname] = site
     if any("weight" not in s for s in layers.values()):
-        raise ValueError("local/flipout estimators need each Bayesian layer's weight to be Bayesian")
+        raise Unsupported("local/flipout estimators need each Bayesian layer's weight to be Bayesian")
     return layers
 
 
@@ -49,7 +51,7 @@ def _conv_kwargs(m) -> dict:
     if isinstance(m, nn.Linear):
         return {}
     if m.padding_mode != "zeros":
-        raise ValueError("local/flipout estimators support zero padding only")
+        raise Unsupported("local/flipout estimators support zero padding only")
     return {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.nn.functional import softplus
 
 from .autoguides import MeanFieldNormal
+from .errors import Unsupported
 from .estimators import ESTIMATORS, stochastic_layers
 from .lift import BayesianNet
 from .priors import Normal as NormalPrior
@@ -89,7 +90,7 @@ class MeanFieldELBO:
     def _layerwise_loss(self, bnn, guide, x, y, data_size, loc, scale):
         """Local reparameterisation / flipout: particles folded into the batch, noise per layer."""
         if bnn.likelihood.latents():
-            raise ValueError("local/flipout estimators do not support likelihoods with latent sites")
+            raise Unsupported("local/flipout estimators do not support likelihoods with latent sites")
         p, n = self.num_particles, x.shape[0]
         xr = x.repeat(p, *[1] * (x.dim() - 1)) if p > 1 else x
         yr = y.repeat(p, *[1] * (y.dim() - 1)) if p > 1 else y

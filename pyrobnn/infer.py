@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import rng
 from .checkpoint import atomic_save, model_state, read_checkpoint, restore_model_state
 from .distributed import shard, sum_gradients, sum_values, world
+from .errors import Unsupported
 from .fastelbo import MeanFieldELBO, supports
 from .lift import BayesianNet
 from .recurrent import CarriedState
@@ -339,14 +340,14 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
         guide.to(dev)
     elbo = make_elbo(loss, num_particles, vectorize_particles)
     if estimator != "reparam" and not (loss == "meanfield" and supports(bnn, guide)):
-        raise ValueError(f"estimator={estimator!r} needs loss='meanfield', a MeanFieldNormal guide and Normal priors")
+        raise Unsupported(f"estimator={estimator!r} needs loss='meanfield', a MeanFieldNormal guide and Normal priors")
     if estimator != "reparam" or (
             fast and loss == "meanfield" and (vectorize_particles or num_particles == 1) and supports(bnn, guide)):
         elbo = MeanFieldELBO(num_particles, estimator)  # the same estimator without Pyro's tracing (tested equal)
     carry = None
     if tbptt is not None:
         if num_particles != 1 or estimator != "reparam" or isinstance(data, torch.utils.data.DataLoader):
-            raise ValueError("tbptt needs num_particles=1, estimator='reparam' and (X, y) tensors")
+            raise Unsupported("tbptt needs num_particles=1, estimator='reparam' and (X, y) tensors")
         carry = CarriedState(bnn.net)
     batches = _Batches(bnn, data, batch_size, dev, tbptt, carry)
     if val_data is not None:

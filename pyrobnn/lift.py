@@ -249,9 +249,9 @@ def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) 
                 setattr(m, a, weights[name])
         return net(*args)
     finally:
-        for m, a, p in saved:
+        for m, a, param in saved:
             delattr(m, a)
-            m._parameters[a] = p
+            m._parameters[a] = param
 
 
 def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:

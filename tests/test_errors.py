@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import pytest
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 import pyrobnn
 from experiments.egg_data import load_egg_csv
 from models.egg import Standardize
-from pyrobnn import MeanFieldNormal, predict, priors
+from pyrobnn import MeanFieldNormal, likelihoods, predict, priors
 from pyrobnn.data import check_features, check_labels, read_csv, read_idx
 
 
@@ -81,12 +82,44 @@ CASES = [
     ("2-D targets", lambda: _fit_regression(torch.zeros(4, 2)), "targets must be 1-D [rows] (or [rows, 1])"),
     ("likelihood scale", lambda: pyrobnn.likelihoods.Normal(scale=-2.0), "likelihood scale must be > 0"),
     ("features text", lambda: check_features([["a", "b"]]), "X must be numeric"),
+    ("Bernoulli label 2", lambda: _fit_with(likelihoods.Bernoulli(), torch.tensor([0, 1, 2, 0])),
+     "labels must be integers in {0, 1}; got 2 at row 2"),
+    ("Bernoulli on 3 logits", lambda: _fit_with(likelihoods.Bernoulli(), torch.tensor([0, 1, 1, 0]), width=3),
+     "Bernoulli needs one logit per row (net output [N] or [N, 1]); the net outputs 3"),
+    ("Categorical on 1 logit", lambda: _fit_with(likelihoods.Categorical(), torch.zeros(4, dtype=torch.long)),
+     "Categorical needs one logit per class (>= 2); the net outputs 1 (for binary labels use likelihoods.Bernoulli)"),
+    ("label beyond the net's classes",
+     lambda: _fit_with(likelihoods.Categorical(), torch.tensor([0, 1, 7, 0]), width=4),
+     "labels must be integers in [0, 4); got 7 at row 2"),
+    ("negative count", lambda: _fit_with(likelihoods.Poisson(), torch.tensor([1.0, -1.0, 0.0, 2.0])),
+     "counts must be non-negative integers; got -1 at row 1"),
+    ("fractional count", lambda: _fit_with(likelihoods.Poisson(), torch.tensor([1.0, 0.5, 0.0, 2.0])),
+     "counts must be non-negative integers; got 0.5 at row 1"),
+    ("custom returns a float", lambda: _fit_with(likelihoods.Custom(lambda out: 3.0, name="bad"), torch.zeros(4)),
+     "custom likelihood 'bad' must return a pyro.distributions distribution; got builtins.float"),
+    ("custom returns a torch distribution",
+     lambda: _fit_with(likelihoods.Custom(lambda out: torch.distributions.Normal(out[..., 0], 1.0), name="t"),
+                       torch.zeros(4)), "got torch.distributions.normal.Normal"),
+    ("custom batch shape", lambda: _fit_with(likelihoods.Custom(lambda out: dist.Normal(out, 1.0), name="rows"),
+                                             torch.zeros(4)), "batch shape (4, 1) must end in the 4 rows"),
+    ("targets for k outputs", lambda: _fit_with(likelihoods.Normal(), torch.zeros(4), width=2),
+     "targets must be [rows, 2] for a net with 2 outputs; got shape (4,)"),
+    ("k targets, other width", lambda: _fit_with(likelihoods.Normal(targets=3), torch.zeros(4, 3)),
+     "the likelihood has 3 targets but the net outputs 1 values per row"),
+    ("StudentT df", lambda: likelihoods.StudentT(df=0), "StudentT df must be a finite number > 0; got 0"),
+    ("predict mode", lambda: predict(bnn(), MeanFieldNormal(bnn()), X, num_samples=5, mode="mc"),
+     "mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got 'mc'"),
 ]
+
+
+def _fit_with(likelihood, y, width=1):
+    b = pyrobnn.lift(nn.Linear(2, width), likelihood=likelihood)
+    pyrobnn.fit(b, MeanFieldNormal(b), (torch.randn(len(y), 2), y), epochs=1, progress=False)
 
 
 @pytest.mark.parametrize("name,call,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_api_input(name, call, message):
-    with pytest.raises(ValueError) as e:
+    with pytest.raises((ValueError, TypeError)) as e:
         call()
     text = str(e.value)
     assert message in text
