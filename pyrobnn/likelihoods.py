@@ -93,6 +93,12 @@ def _width(out_shape: tuple[int, ...] | None) -> int | None:
     return None if not out_shape else int(out_shape[-1])
 
 
+def _one_per_row(width: int | None, what: str, hint: str) -> None:
+    """Raise unless the net gives one value per row (or its width is not known yet)."""
+    if width not in (None, 1):
+        raise ValueError(f"{what} per row (net output [N] or [N, 1]); the net outputs {width}{hint}")
+
+
 class Categorical(Likelihood):
     """Class labels from logits: the net's last layer has one output per class (read from the net
     when ``num_classes`` is not given)."""
@@ -145,10 +151,11 @@ class Bernoulli(Likelihood):
     num_classes = 2
 
     @staticmethod
-    def _logit(out: torch.Tensor) -> torch.Tensor:
-        if out.shape[-1] != 1:
-            raise ValueError(f"Bernoulli needs one logit per row (net output [N] or [N, 1]); the net outputs "
-                             f"{out.shape[-1]} (for more classes use likelihoods.Categorical)")
+    def _check_width(width: int | None) -> None:
+        _one_per_row(width, "Bernoulli needs one logit", " (for more classes use likelihoods.Categorical)")
+
+    def _logit(self, out: torch.Tensor) -> torch.Tensor:
+        self._check_width(out.shape[-1])
         return out[..., 0]
 
     def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
@@ -162,8 +169,7 @@ class Bernoulli(Likelihood):
 
     def check(self, y: ArrayLike, n_rows: int, out_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Labels in {0, 1}, one per row, as floats."""
-        if _width(out_shape) not in (None, 1):
-            self._logit(torch.empty(out_shape or ()))
+        self._check_width(_width(out_shape))
         return check_labels(y, 2, n_rows, allowed="{0, 1}").float()
 
     def cast(self, y: torch.Tensor) -> torch.Tensor:
@@ -330,9 +336,7 @@ class Poisson(Likelihood):
     @staticmethod
     def rate(out: torch.Tensor) -> torch.Tensor:
         """The per-row rate exp(log-rate)."""
-        if out.shape[-1] != 1:
-            raise ValueError(f"Poisson needs one log-rate per row (net output [N] or [N, 1]); the net outputs "
-                             f"{out.shape[-1]}")
+        _one_per_row(out.shape[-1], "Poisson needs one log-rate", "")
         return out[..., 0].exp()
 
     def distribution(self, out: torch.Tensor, latents: dict | None = None) -> dist.TorchDistribution:
@@ -341,8 +345,7 @@ class Poisson(Likelihood):
 
     def check(self, y: ArrayLike, n_rows: int, out_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Non-negative integer counts, one per row (as floats)."""
-        if _width(out_shape) not in (None, 1):
-            self.rate(torch.empty(out_shape or ()))
+        _one_per_row(_width(out_shape), "Poisson needs one log-rate", "")
         y = as_float_tensor(y, "counts")
         if y.dim() == 2 and y.shape[1] == 1:
             y = y[:, 0]
