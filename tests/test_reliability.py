@@ -91,7 +91,7 @@ def boom_net():
 def test_a_transient_nan_restores_the_epoch_and_retries_at_a_lower_lr():
     x, y = data()
     bnn = boom_net()
-    Boom.armed_calls = {4}  # call 1 is setup: the NaN hits epoch 1, step 2
+    Boom.armed_calls = {5}  # calls 1-2 are setup (output-width probe, parameter discovery): NaN at epoch 1 step 2
     guide = MeanFieldNormal(bnn)
     hist = pyrobnn.fit(bnn, guide, (x, y), epochs=3, lr=0.02, batch_size=40, progress=False)
     assert len(hist) == 3 and all(math.isfinite(v) for v in hist["loss"])
