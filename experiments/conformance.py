@@ -1,6 +1,6 @@
 """The conformance matrix: every net of ``models.zoo`` x every guide x every training route.
 
-    python -m experiments.conformance            # prints the Markdown matrix (about two minutes)
+    python -m experiments.conformance            # prints the Markdown matrix (about a minute)
     python -m experiments.conformance --failures # and one line per failed or refused cell
 
 A cell is ``pyrobnn.conformance.check``: the loss falls and every guide parameter moves, and both

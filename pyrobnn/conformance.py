@@ -87,7 +87,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def check(bnn: BayesianNet, make_guide: Callable[[BayesianNet], Any], route: str, x: torch.Tensor,
-          y: torch.Tensor, steps: int = 12, lr: float = 0.02, num_samples: int = 6) -> Cell:
+          y: torch.Tensor, steps: int = 6, lr: float = 0.02, num_samples: int = 6) -> Cell:
     """One conformance cell for a freshly lifted ``bnn`` (see the module docstring)."""
     cell = Cell("fail")
     try:
