@@ -226,8 +226,8 @@ def run_predict(args) -> int:
         freq, ent, mi = pp.class_frequencies(), pp.predictive_entropy(), pp.mutual_information()
         classes = info["classes"]
         width = max(len("input"), *map(len, labels)) + 2
-        print(f"posterior predictive over {args.num_samples} draws (seed {args.seed}); entropy and mutual "
-              f"information in nats")
+        print(f"posterior predictive over {args.num_samples} draws (seed {args.seed}, net in {pp.mode} mode); "
+              f"entropy and mutual information in nats")
         print(f"{'input':<{width}}" + "".join(f"{c:>11}" for c in classes) + f"{'entropy':>10}{'MI':>9}  most likely")
         for i, label in enumerate(labels):
             print(f"{label:<{width}}" + "".join(f"{float(f):>11.4f}" for f in freq[i]) +
@@ -244,7 +244,8 @@ def run_predict(args) -> int:
         pp = pp.rescaled(*info["scaling"]).with_noise_factor(info["noise_factor"])
         mean, std = pp.mean(), pp.std()
         lo, hi = pp.interval(args.level)
-        print(f"posterior predictive of the median value ($1000s) over {args.num_samples} draws (seed {args.seed})")
+        print(f"posterior predictive of the median value ($1000s) over {args.num_samples} draws (seed {args.seed}, "
+              f"net in {pp.mode} mode)")
         head = f"{args.level:.0%} interval"
         print(f"{'input':<7}{'mean':>9}{'std':>9}  {head}")
         for i in range(x.shape[0]):
