@@ -26,6 +26,7 @@ from . import rng
 from .errors import Unsupported
 from .infer import fit
 from .lift import BayesianNet
+from .paramstore import unique
 from .predictive import predict
 
 ROUTES = ("fit", "fit-trace", "fit-particles", "svi")
@@ -47,13 +48,8 @@ def guide_tensors(bnn: BayesianNet, guide: Any, x: torch.Tensor) -> dict[str, to
     with rng.preserved(), poutine.trace(param_only=True) as tr, torch.no_grad(), bnn.frozen_buffers():
         guide(x)
     store = dict(pyro.get_param_store().named_parameters())
-    out = {f"param {n}": store[n] for n in tr.trace.nodes if n in store}
-    if isinstance(guide, nn.Module):
-        out.update({f"guide {n}": p for n, p in guide.named_parameters()})
-    unique: dict[int, tuple[str, torch.Tensor]] = {}
-    for n, t in out.items():
-        unique.setdefault(id(t), (n, t))
-    return dict(unique.values())
+    named = list(guide.named_parameters()) if isinstance(guide, nn.Module) else []
+    return unique([(f"guide {n}", p) for n, p in named] + [(f"param {n}", store[n]) for n in tr.trace.nodes])
 
 
 def elbo_loss(bnn: BayesianNet, guide: Any, x: torch.Tensor, y: torch.Tensor, seed: int = 12345,

@@ -38,6 +38,7 @@ from .distributed import shard, sum_gradients, sum_values, world
 from .errors import Unsupported
 from .fastelbo import MeanFieldELBO, supports
 from .lift import BayesianNet
+from .paramstore import unique
 from .recurrent import CarriedState
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -194,13 +195,7 @@ def _trainable(bnn: BayesianNet, guide, elbo, xb, yb, size) -> dict[str, torch.T
     point = {id(p) for p in bnn.point_parameters()}
     named += [(f"bnn {n}", p) for n, p in bnn.named_parameters() if id(p) in point]
     named += [(f"param {n}", store[n]) for n in tr.trace.nodes]
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, t in named:
-        if id(t) not in seen and t.requires_grad:
-            seen.add(id(t))
-            out[name] = t
-    return out
+    return unique(named)
 
 
 def _bad_site(bnn: BayesianNet, guide, xb, yb, size, params: dict[str, torch.Tensor]) -> str:

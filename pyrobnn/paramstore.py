@@ -30,3 +30,15 @@ def expose(prefix: str, named: Iterable[tuple[str, torch.Tensor]]) -> None:
             store[full] = tensor  # real-valued: the store keeps this very tensor
         pyro.param(full)
 
+
+
+def unique(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The trainable tensors of ``named``, each once, under the first name it came with (a tensor
+    reached both as a module parameter and as a param-store entry is one tensor)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in named:
+        if id(t) not in seen and t.requires_grad:
+            seen.add(id(t))
+            out[name] = t
+    return out
