@@ -19,8 +19,8 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 
 import pyrobnn  # noqa: E402
-from experiments.egg_data import simulate_eggs  # noqa: E402
-from models.egg import EggNet  # noqa: E402
+from pyrobnn.experiments.egg_data import simulate_eggs  # noqa: E402
+from pyrobnn.models.egg import EggNet  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -25,8 +25,8 @@ from torch import nn  # noqa: E402
 import pyrobnn  # noqa: E402
 from benchmarks.bbb import BBBMLP, BBBLSTMRegressor, regression_loss  # noqa: E402
 from benchmarks.bbb import loss as bbb_loss
-from models.sequence import LSTMForecaster  # noqa: E402
 from pyrobnn.fastelbo import MeanFieldELBO  # noqa: E402
+from pyrobnn.models.sequence import LSTMForecaster  # noqa: E402
 
 NETS = {"A": ([2, 32, 32, 3], 64, 1000), "B": ([784, 400, 400, 10], 128, 10000), "C": (None, 64, 2700)}
 SEQ_LEN = 21

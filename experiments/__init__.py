@@ -67,3 +67,11 @@ def _build(cls, saved: dict):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kw[f.name] = value
     return cls(**kw)
+
+
+def print_model_table(res: dict, names=("deterministic", "bayesian")) -> None:
+    """The accuracy / NLL / Brier / ECE table the classification experiments print."""
+    print(f"{'model':<14}{'accuracy':>10}{'NLL':>8}{'Brier':>8}{'ECE':>8}")
+    for name in names:
+        m = res[name]
+        print(f"{name:<14}{m['accuracy']:>10.3f}{m['nll']:>8.3f}{m['brier']:>8.3f}{m['ece']:>8.3f}")

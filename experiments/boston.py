@@ -20,6 +20,7 @@ from pyrobnn.data import read_csv
 from pyrobnn.runs import write_json
 
 from . import open_run_dir, write_results
+from .options import option, out_option
 from .regression import RegressionConfig, over_splits, summary
 
 COLUMNS = ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax", "ptratio", "b", "lstat", "medv"]
@@ -27,14 +28,14 @@ COLUMNS = ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax
 
 @dataclass
 class BostonConfig:
-    data: str | None = None     # BostonHousing.csv; None -> $PYROBNN_BOSTON_CSV
+    data: str | None = option(None, "BostonHousing.csv (default: $PYROBNN_BOSTON_CSV)")
     test_fraction: float = 0.25
-    level: float = 0.95
-    drop_b: bool = False
-    repeats: int = 5            # random train/test splits (seeds seed, seed+1, ...); figures show the first
+    level: float = option(0.95, "credible interval level")
+    drop_b: bool = option(False, "leave out column b (see the README's ethics note)")
+    repeats: int = option(5, "random 75/25 splits, seeds SEED, SEED+1, ...; figures show the first")
     # the noise level chosen on 20% of the training rows (Gal & Ghahramani's protocol; see fit_noise_factor)
     model: RegressionConfig = field(default_factory=lambda: RegressionConfig(calibrate=0.2))
-    out: str = "runs"
+    out: str = out_option()
 
 
 def load_boston(path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -88,3 +89,17 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
     metrics = {"features": names, **first, "repeats": {**summary(per_split), "per_split": per_split}}
     write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run boston`` prints when the run is done."""
+    print(f"Boston housing: {res['n_train']} train / {res['n_test']} test")
+    print(f"first split: RMSE {res['rmse']:.3f}  log-likelihood {res['log_likelihood']:.3f}  "
+          f"{res['inside_interval']:.1%} of test targets inside their {res['level']:.0%} interval "
+          f"(mean width {res['width_95']:.2f})")
+    rep = res["repeats"]
+    if rep["splits"] > 1:
+        print(f"{rep['splits']} random splits (mean ± s.e.): RMSE {rep['rmse'][0]:.3f} ± {rep['rmse'][1]:.3f}  "
+              f"log-likelihood {rep['log_likelihood'][0]:.3f} ± {rep['log_likelihood'][1]:.3f}  "
+              f"95% coverage {rep['coverage_95'][0]:.3f} ± {rep['coverage_95'][1]:.3f}")
+    print(f"run directory: {res['run_dir']}")

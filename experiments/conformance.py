@@ -1,7 +1,7 @@
 """The conformance matrix: every net of ``models.zoo`` x every guide x every training route.
 
-    python -m experiments.conformance            # prints the Markdown matrix (about a minute)
-    python -m experiments.conformance --failures # and one line per failed or refused cell
+    python -m pyrobnn.experiments.conformance            # prints the Markdown matrix (about a minute)
+    python -m pyrobnn.experiments.conformance --failures # and one line per failed or refused cell
 
 A cell is ``pyrobnn.conformance.check``: the loss falls and every guide parameter moves, and both
 predictives (pyrobnn's and Pyro's) return correctly shaped draws.
@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoNormal
 
-from guides.normal import normal_guide
-from models.zoo import CASES, Case
 from pyrobnn import MeanFieldNormal, auto_normal, lift
 from pyrobnn.conformance import ROUTES, Cell, check
+from pyrobnn.guides.normal import normal_guide
+from pyrobnn.models.zoo import CASES, Case
 
 GUIDES: dict[str, Callable[[Any], Any]] = {
     "MeanFieldNormal": MeanFieldNormal,

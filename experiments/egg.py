@@ -2,7 +2,7 @@
 
 Run from the CLI (``pyrobnn run egg --help``) or from a notebook::
 
-    from experiments.egg import EggConfig, run
+    from pyrobnn.experiments.egg import EggConfig, run
     result = run(EggConfig(data="../shared/data/egg_times/egg_times.csv"))
 """
 from __future__ import annotations
@@ -17,16 +17,17 @@ import torch
 from pyro.infer import Predictive
 
 import pyrobnn
-from guides.egg import egg_guide
-from models.egg import CLASSES, EggNet, train_deterministic
 from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
+from pyrobnn.guides.egg import egg_guide
 from pyrobnn.infer import resolve_device
 from pyrobnn.metrics import classification_report
+from pyrobnn.models.egg import CLASSES, EggNet, train_deterministic
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, stop_if_interrupted, write_results
+from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
 from .egg_data import SIMULATED_LABEL, load_egg_csv, simulate_eggs, split_last
+from .options import device_option, option, out_option, seed_option
 
 # The seed's three histogram inputs: CSV rows 590, 638 and 602 of egg_times.csv.
 QUERY_EGGS = ((54.0, 1.5), (53.0, 6.0), (47.9, 2.1))
@@ -35,23 +36,23 @@ GUIDES = ("meanfield", "autonormal", "handwritten")
 
 @dataclass
 class EggConfig:
-    data: str | None = None          # egg_times.csv; None -> $PYROBNN_EGG_CSV, else the simulator
+    data: str | None = option(None, "path to egg_times.csv (default: $PYROBNN_EGG_CSV, else simulated)")
     holdout: int = 50                # last rows held out (seed protocol)
     hidden: tuple = (32, 32)
-    guide: str = "meanfield"         # meanfield | autonormal | handwritten
-    loss: str = "meanfield"          # meanfield (TraceMeanField_ELBO) | trace (Trace_ELBO)
-    epochs: int = 600
-    lr: float = 0.01
-    batch_size: int = 64
-    num_particles: int = 1
+    epochs: int = option(600, "SVI epochs")
+    det_epochs: int = option(300, "baseline epochs")
+    guide: str = option("meanfield", "guide", choices=GUIDES)
+    loss: str = option("meanfield", "TraceMeanField_ELBO or Trace_ELBO", choices=("meanfield", "trace"))
+    lr: float = option(0.01, "learning rate")
+    batch_size: int = option(64, "minibatch size")
+    num_particles: int = option(1, "ELBO particles")
     init_scale: float = 0.1
     prior_scale: float = 1.0
-    det_epochs: int = 300
-    num_samples: int = 5000          # posterior draws for test metrics and the histograms
-    pyro_baseline_samples: int = 5000  # draws for Pyro's sequential Predictive timing (0 = skip)
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs"
+    num_samples: int = option(5000, "posterior draws")  # for test metrics and the histograms
+    pyro_baseline_samples: int = option(5000, "draws for the Pyro Predictive timing, 0 to skip")
+    seed: int = seed_option()
+    device: str = device_option()
+    out: str = out_option()
     progress: bool = True
     queries: tuple = field(default=QUERY_EGGS)
 
@@ -183,3 +184,20 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
     }
     write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run egg`` prints when the run is done."""
+    tm = res["predictive_timing"]
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
+    print_model_table(res)
+    print(f"class frequencies over {tm['draws']} posterior draws:")
+    for q in res["query_eggs"]:
+        f = "  ".join(f"{k} {v:.3f}" for k, v in q["class_frequencies"].items())
+        print(f"  {q['weight']:g} g, {q['time']:g} min: {f}")
+    line = f"predictive: {tm['draws']} draws for 3 eggs in {tm['pyrobnn_seconds'] * 1e3:.1f} ms"
+    if tm["pyro_predictive_seconds"]:
+        line += (f"; Pyro's sequential Predictive: {tm['pyro_predictive_draws']} draws in "
+                 f"{tm['pyro_predictive_seconds']:.2f} s ({tm['speedup_per_draw']:.0f}x slower per draw)")
+    print(line)
+    print(f"run directory: {res['run_dir']}")

@@ -4,7 +4,7 @@ Each scikit-learn classifier is scored by 10-fold cross-validation on the traini
 seed's hold-out (the last 50 rows), and every block of 50 consecutive rows is scored once with the
 others as training data. It shows how hard the hold-out is compared with the rest of the file.
 
-    .venv/bin/python -m experiments.egg_baselines --data ../shared/data/egg_times/egg_times.csv
+    .venv/bin/python -m pyrobnn.experiments.egg_baselines --data ../shared/data/egg_times/egg_times.csv
 """
 from __future__ import annotations
 

@@ -121,10 +121,10 @@ def _load_egg(d, ck):
     import torch
 
     import pyrobnn
-    from experiments import load_config
-    from experiments.egg import EggConfig, make_guide
-    from models.egg import CLASSES, EggNet
     from pyrobnn.checkpoint import restore_model_state
+    from pyrobnn.experiments import load_config
+    from pyrobnn.experiments.egg import EggConfig, make_guide
+    from pyrobnn.models.egg import CLASSES, EggNet
 
     cfg = load_config(EggConfig, d)
     pyro.clear_param_store()
@@ -142,10 +142,10 @@ def _load_sentiment(d, ck):
 
     import torch
 
-    from experiments import load_config
-    from experiments.sentiment import SentimentConfig, build_bayesian
-    from models.sequence import SentimentLSTM
     from pyrobnn.checkpoint import restore_model_state
+    from pyrobnn.experiments import load_config
+    from pyrobnn.experiments.sentiment import SentimentConfig, build_bayesian
+    from pyrobnn.models.sequence import SentimentLSTM
     from pyrobnn.text import Vocabulary
 
     cfg = load_config(SentimentConfig, d)
@@ -161,10 +161,10 @@ def _load_boston(d, ck):
     import pyro
     import torch
 
-    from experiments import load_config
-    from experiments.boston import COLUMNS, BostonConfig
-    from experiments.regression import build_regressor
     from pyrobnn.checkpoint import restore_model_state
+    from pyrobnn.experiments import load_config
+    from pyrobnn.experiments.boston import COLUMNS, BostonConfig
+    from pyrobnn.experiments.regression import build_regressor
 
     cfg = load_config(BostonConfig, d)
     meta = ck["meta"]

@@ -19,11 +19,13 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
-from experiments import open_run_dir, stop_if_interrupted, write_results
-from models.mnist import lenet, mlp
 from pyrobnn import metrics, plots, priors
 from pyrobnn.data import read_idx
+from pyrobnn.models.mnist import lenet, mlp
 from pyrobnn.runs import EpochLog, write_json
+
+from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
+from .options import device_option, option, out_option, seed_option
 
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
 PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
@@ -31,30 +33,36 @@ PRUNE = [0.0, 0.5, 0.75, 0.95, 0.98]
 
 @dataclass
 class MNISTConfig:
-    data_dir: str | None = None   # IDX folder: t10k-* (and train-* if present), e.g. Fashion-MNIST's
-    n_train: int | None = None    # None: all train-* images, or 8000 of t10k when there is no train-*
-    n_test: int | None = None     # None: all of t10k, or the 2000 t10k images not used for training
-    ood_dir: str | None = None    # another IDX folder (its t10k images) to score as out-of-distribution
-    ood_val_size: int = 0         # the first N of those are a validation set (reported apart); the rest are test
-    arch: str = "mlp"             # mlp | cnn (LeNet-style)
+    # an IDX folder: t10k-* (and train-* if present), e.g. Fashion-MNIST's
+    data_dir: str | None = option(None, "folder with the t10k IDX files (default: $PYROBNN_MNIST_DIR, else "
+                                        "scikit-learn's 8x8 digits)")
+    n_train: int | None = option(None, "training images (default: all train-*, or 8000 of t10k)", minimum=1)
+    n_test: int | None = option(None, "test images (default: all of t10k, or 2000)", minimum=1)
+    ood_dir: str | None = option(None, "IDX folder whose t10k images are scored as out-of-distribution")
+    ood_val_size: int = option(0, "the first N out-of-distribution images are scored against the validation images "
+                                  "and reported apart; the test images are scored against the rest")
+    arch: str = option("mlp", "network (cnn: LeNet-style)", choices=("mlp", "cnn"))
     hidden: tuple = (100,)
-    epochs: int = 100
-    det_epochs: int = 10
+    epochs: int = option(100, "SVI epochs", minimum=1)
+    det_epochs: int = option(10, "baseline epochs", minimum=1)
     batch_size: int = 128
-    lr: float = 3e-3
-    final_lr: float | None = None  # decay the learning rate geometrically to this by the last step
-    val_size: int = 0             # images carved from the training set to validate on each epoch
-    keep_best: str | None = None  # with val_size: restore the epoch best on this validation metric (e.g. "nll")
+    lr: float = option(3e-3, "learning rate")
+    final_lr: float | None = option(None, "decay the learning rate geometrically to this by the last step "
+                                          "(default: constant)")
+    val_size: int = option(0, "training images set aside to validate on after every epoch")
+    keep_best: str | None = option(None, "with --val-size: keep the epoch that scored best on this validation "
+                                         "metric", choices=("nll", "ece", "brier", "accuracy"))
     val_samples: int = 30
-    temperature_scale: bool = False  # with val_size: divide every draw's logits by a temperature fitted on it
+    temperature_scale: bool = option(False, "with --val-size: divide every draw's logits by the temperature that "
+                                            "fits the validation images best (post-hoc calibration)")
     init_scale: float = 1e-3
-    # priors N(0, gain / sqrt(fan_in)) per layer; larger gains score a better validation NLL but detect
-    # out-of-distribution images worse (README: experiments/prior_gain_sweep.py)
-    prior_gain: float = 1.0
-    num_samples: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs"
+    # larger gains score a better validation NLL but detect out-of-distribution images worse
+    # (docs/results.md: experiments/prior_gain_sweep.py)
+    prior_gain: float = option(1.0, "priors N(0, gain / sqrt(fan_in)) on every layer")
+    num_samples: int = option(100, "posterior draws", minimum=1)
+    seed: int = seed_option()
+    device: str = device_option()
+    out: str = out_option()
     progress: bool = True
 
 
@@ -240,3 +248,23 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
     write_json(run_dir / "history.json", hist.records)
     write_results(run_dir, res)
     return {**res, "run_dir": str(run_dir)}
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run mnist`` prints when the run is done."""
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_val']} validation / {res['n_test']} test images)")
+    if res["best_epoch"] is not None:
+        print(f"kept epoch {res['best_epoch']} (best on the validation images)")
+    if res["temperature"] != 1.0:
+        print(f"logits divided by the temperature {res['temperature']:.3f} fitted on the validation images; "
+              f"Bayesian ECE before: {res['bayesian_before_temperature']['ece']:.3f}")
+    print_model_table(res)
+    print(f"referring the 5% most uncertain: +{res['gain_at_5pct_entropy']:.3f} accuracy (entropy), "
+          f"+{res['gain_at_5pct_mi']:.3f} (mutual information)")
+    print("pruning: " + ", ".join(f"{p['fraction']:.0%} -> {p['accuracy']:.3f}" for p in res["pruning"]))
+    if "ood_auroc" in res:
+        print("out-of-distribution AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in res["ood_auroc"].items()))
+    if "ood_auroc_validation" in res:
+        print("  on the validation images: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in res["ood_auroc_validation"].items()))
+    print(f"run directory: {res['run_dir']}")

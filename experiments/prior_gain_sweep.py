@@ -5,7 +5,7 @@ shuffle), with the learning rate decaying to a tenth; the 5000 validation images
 ECE and the referral gain at 5%, and they are scored against the first 5000 out-of-distribution
 images (the image experiment's ``--ood-val-size 5000`` keeps those out of its test AUROC)::
 
-    .venv/bin/python -m experiments.prior_gain_sweep --data-dir /usr/share/datasets/fashion-mnist \\
+    .venv/bin/python -m pyrobnn.experiments.prior_gain_sweep --data-dir /usr/share/datasets/fashion-mnist \\
         --ood-dir ../shared/data/mnist --arch cnn --epochs 10 --gains 1 2 4 8
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pyro
 import torch
 
 import pyrobnn
-from models.mnist import lenet, mlp
 from pyrobnn import metrics, priors
+from pyrobnn.models.mnist import lenet, mlp
 
 from .mnist import read_set
 

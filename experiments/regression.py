@@ -11,28 +11,32 @@ import pyro
 import torch
 
 import pyrobnn
-from models.regression import MLPRegressor
 from pyrobnn import likelihoods, metrics, priors
+from pyrobnn.models.regression import MLPRegressor
 from pyrobnn.runs import EpochLog, write_json
+
+from .options import device_option, option, seed_option
 
 
 @dataclass
 class RegressionConfig:
-    hidden: tuple = (50,)
-    steps: int = 4000            # optimiser steps (epochs follow from the data size and batch size)
+    hidden: tuple = option((50,), "hidden units, one number per layer", minimum=1)
+    # optimiser steps (epochs follow from the data size and batch size)
+    steps: int = option(4000, "optimiser steps", minimum=1)
     batch_size: int | None = None  # None: full batch up to 1024 rows, else 1024-row minibatches
-    lr: float = 0.01
+    lr: float = option(0.01, "learning rate")
     final_lr: float = 0.001          # the learning rate decays geometrically from lr to final_lr
     num_particles: int = 4           # vectorised ELBO particles
     init_scale: float = 1e-3
     prior_scale: float | None = None  # None: Normal(0, gain / sqrt(fan_in)) per layer; else N(0, s) everywhere
     prior_gain: float = 1.0
     noise_prior_median: float = 0.5  # in standardised target units
-    heteroscedastic: bool = False
-    num_samples: int = 1000
-    calibrate: float = 0.0           # > 0: hold out this fraction of the training rows to choose the noise factor
-    seed: int = 0
-    device: str = "cpu"
+    heteroscedastic: bool = option(False, "the net predicts the noise too")
+    num_samples: int = option(1000, "posterior draws", minimum=1)
+    calibrate: float = option(0.0, "hold out this fraction of the training rows to choose the noise level, then "
+                                   "train on all of them (0 = off)", minimum=0, below=1)
+    seed: int = seed_option()
+    device: str = device_option()
 
 
 def standardisation(y: torch.Tensor) -> tuple[float, float]:

@@ -25,13 +25,14 @@ import torch
 from torch.nn.functional import cross_entropy
 
 import pyrobnn
-from models.sequence import SentimentLSTM
 from pyrobnn import metrics, plots, priors
 from pyrobnn.checkpoint import save_posterior
+from pyrobnn.models.sequence import SentimentLSTM
 from pyrobnn.runs import EpochLog, write_json
 from pyrobnn.text import Vocabulary
 
-from . import open_run_dir, stop_if_interrupted, write_results
+from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
+from .options import device_option, option, out_option, seed_option
 
 SOURCES = {"amazon": "amazon_cells_labelled.txt", "imdb": "imdb_labelled.txt", "yelp": "yelp_labelled.txt"}
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
@@ -39,24 +40,26 @@ FRACTIONS = [i / 100 for i in range(0, 55, 5)]
 
 @dataclass
 class SentimentConfig:
-    data_dir: str | None = None   # folder with the three *_labelled.txt files; None -> $PYROBNN_SENTIMENT_DIR
+    data_dir: str | None = option(None, "folder with the three *_labelled.txt files (default: "
+                                        "$PYROBNN_SENTIMENT_DIR, else simulated)")
     test_fraction: float = 0.2
-    ood_source: str = "imdb"      # the out-of-domain check trains on the other two sources
+    # the out-of-domain check trains on the other two sources
+    ood_source: str = option("imdb", "source held out for the out-of-domain check", choices=sorted(SOURCES))
     max_len: int = 40
     min_count: int = 2            # rarer training words map to the unknown-word id
     embed: int = 64
     hidden: int = 32
-    epochs: int = 30
-    det_epochs: int = 8
+    epochs: int = option(30, "SVI epochs", minimum=1)
+    det_epochs: int = option(8, "baseline epochs", minimum=1)
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = option(0.01, "initial learning rate")
     final_lr: float = 0.001
     prior_scale: float = 0.5
     init_scale: float = 1e-3
-    num_samples: int = 200
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs"
+    num_samples: int = option(200, "posterior draws", minimum=1)
+    seed: int = seed_option()
+    device: str = device_option()
+    out: str = out_option()
     progress: bool = True
 
 
@@ -241,3 +244,15 @@ def run(cfg: SentimentConfig, resume_dir=None) -> dict:
     plots.plt.close("all")
     write_results(run_dir, res)
     return {**res, "run_dir": str(run_dir)}
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run sentiment`` prints when the run is done."""
+    print(f"data: {res['source']}  ({res['n_train']} train / {res['n_test']} held out)")
+    print_model_table(res)
+    print(f"{'out-of-domain check':<30}{'accuracy':>9}{'entropy':>9}{'MI':>8}{'AUROC H':>9}{'AUROC MI':>10}")
+    for name, r in res["out_of_domain"].items():
+        au = [f"{r[k]:.3f}" if k in r else "-" for k in ("auroc_entropy", "auroc_mutual_information")]
+        print(f"{name:<30}{r['accuracy']:>9.3f}{r['mean_entropy']:>9.3f}{r['mean_mutual_information']:>8.3f}"
+              f"{au[0]:>9}{au[1]:>10}")
+    print(f"run directory: {res['run_dir']}")

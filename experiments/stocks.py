@@ -27,34 +27,37 @@ import pyro
 import torch
 
 import pyrobnn
-from models.sequence import LSTMForecaster
 from pyrobnn import likelihoods, metrics, plots, priors
 from pyrobnn.checkpoint import save_posterior
+from pyrobnn.models.sequence import LSTMForecaster
 from pyrobnn.runs import EpochLog, write_json
 
 from . import open_run_dir, stop_if_interrupted
+from .options import device_option, option, out_option, seed_option
 
 
 @dataclass
 class StockConfig:
-    data_dir: str | None = None   # folder with <TICKER>_2006-01-01_to_2018-01-01.csv; None -> $PYROBNN_STOCK_DIR
-    tickers: tuple = ("IBM", "AMZN")
-    window: int = 21
-    horizon: int = 7
-    test_days: int = 250
+    data_dir: str | None = option(None, "folder with <TICKER>_2006-01-01_to_2018-01-01.csv "
+                                        "(default: $PYROBNN_STOCK_DIR, else SIMULATED)")
+    tickers: tuple = option(("IBM", "AMZN"), "tickers")
+    window: int = option(21, "days in each input window")
+    horizon: int = option(7, "trading days ahead")
+    test_days: int = option(250, "final days held out")
     hidden: int = 10
-    heteroscedastic: bool = True  # the net predicts the noise scale from the window (volatility changes)
-    epochs: int = 60
+    # the net predicts the noise scale from the window (volatility changes)
+    heteroscedastic: bool = option(True, "one learned noise level instead of a predicted one", flag="--homoscedastic")
+    epochs: int = option(60, "SVI epochs")
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = option(0.01, "learning rate")
     num_particles: int = 1
     init_scale: float = 1e-3
-    num_samples: int = 1000
-    level: float = 0.95
-    k_std: float = 1.96
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs"
+    num_samples: int = option(1000, "posterior draws")
+    level: float = option(0.95, "band level")
+    k_std: float = option(1.96, "k of the mean +- k std band")
+    seed: int = seed_option()
+    device: str = device_option()
+    out: str = out_option()
     progress: bool = True
 
 
@@ -197,3 +200,12 @@ def run(cfg: StockConfig, resume_dir=None) -> dict:
         results[tk] = rep
     write_json(run_dir / "metrics.json", results)
     return {"tickers": results, "run_dir": str(run_dir)}
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run stocks`` prints when the run is done."""
+    print(f"{'series':<11}{'test period':>25}{'RMSE':>9}{'naive':>9}{'band cover':>12}{'k-std cover':>13}")
+    for tk, r in res["tickers"].items():
+        print(f"{tk:<11}{r['test_from'] + ' .. ' + r['test_to']:>25}{r['rmse']:>9.2f}{r['rmse_naive_last_value']:>9.2f}"
+              f"{r['coverage_quantile_band']:>12.3f}{r['coverage_k_std_band']:>13.3f}")
+    print(f"run directory: {res['run_dir']}")

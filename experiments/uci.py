@@ -16,6 +16,7 @@ import torch
 from pyrobnn.runs import write_json
 
 from . import open_run_dir
+from .options import option, out_option
 from .regression import RegressionConfig, over_splits, summary
 
 FOLDERS = {"boston": "bostonHousing", "concrete": "concrete", "energy": "energy", "kin8nm": "kin8nm",
@@ -36,11 +37,12 @@ PUBLISHED = {
 
 @dataclass
 class UCIConfig:
-    dataset: str = "yacht"
-    splits: int | None = None        # first K splits; None = all
-    data_dir: str | None = None      # folder holding <name>/data/; None -> $PYROBNN_UCI_DIR
+    dataset: str = option("yacht", "UCI data set", choices=sorted(FOLDERS), required=True)
+    splits: int | None = option(None, "use the first K splits (default: all)")
+    data_dir: str | None = option(None, "folder with bostonHousing/, ... (default: $PYROBNN_UCI_DIR)")
     model: RegressionConfig = field(default_factory=RegressionConfig)
-    out: str = "runs"
+    out: str = out_option()
+    progress: bool = True
 
 
 def data_folder(cfg: UCIConfig) -> Path:
@@ -71,7 +73,7 @@ def split(folder: Path, k: int):
     return tr, te
 
 
-def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
+def run(cfg: UCIConfig, resume_dir=None) -> dict:
     folder = data_folder(cfg)
     x, y, n_splits = load(folder)
     k_max = n_splits if cfg.splits is None else int(cfg.splits)
@@ -80,7 +82,8 @@ def run(cfg: UCIConfig, progress: bool = False, resume_dir=None) -> dict:
     model = cfg.model if cfg.dataset != "protein" or cfg.model.hidden != (50,) else replace(cfg.model, hidden=(100,))
     run_dir = open_run_dir(replace(cfg, model=model), cfg.out, f"uci-{cfg.dataset}", resume_dir)
     splits = [split(folder, k) for k in range(k_max)]
-    per_split = over_splits(run_dir, x, y, splits, model, resume=resume_dir is not None, progress=progress)
+    per_split = over_splits(run_dir, x, y, splits, model, resume=resume_dir is not None,
+                            progress=cfg.progress)
     result = {"dataset": cfg.dataset, **summary(per_split), "published": PUBLISHED.get(cfg.dataset, {}),
               "per_split": per_split}
     write_json(run_dir / "metrics.json", result)
@@ -99,3 +102,9 @@ def table(results: list[dict]) -> str:
         rows.append(f"| {r['dataset']} | {r['splits']} | {r['rmse'][0]:.3f} ± {r['rmse'][1]:.3f} | "
                     f"{r['log_likelihood'][0]:.3f} ± {r['log_likelihood'][1]:.3f} | " + " | ".join(cols) + " |")
     return head + "\n".join(rows) + "\n"
+
+
+def print_summary(res: dict) -> None:
+    """What ``pyrobnn run uci`` prints when the run is done."""
+    print(table([res]), end="")
+    print(f"run directory: {res['run_dir']}")

@@ -1,6 +1,6 @@
 """Plain nets of the kinds users bring, none of them written for pyrobnn, each with a small task.
 
-The conformance suite (``tests/test_conformance.py``, ``python -m experiments.conformance``) lifts
+The conformance suite (``tests/test_conformance.py``, ``python -m pyrobnn.experiments.conformance``) lifts
 every one of them and pushes it through every guide and training route. Each ``Case`` builds a fresh
 net, the likelihood that fits its output, and a small data set with signal in it (so the loss can
 fall), from a fixed seed.

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import pyrobnn
-from models.zoo import ResidualBNCNN
 from pyrobnn import likelihoods, metrics, priors
 from pyrobnn.data import read_idx
+from pyrobnn.models.zoo import ResidualBNCNN
 from tests.conftest import fashion_dir
 
 N_TRAIN, N_TEST, BATCH = 1000, 5000, 100

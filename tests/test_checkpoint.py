@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import pyrobnn
-from guides.egg import egg_guide
-from models.egg import EggNet
 from pyrobnn.checkpoint import load_posterior, read_checkpoint, save_posterior
+from pyrobnn.guides.egg import egg_guide
+from pyrobnn.models.egg import EggNet
 
 
 def egg_bnn(hidden=(32, 32)):

@@ -3,7 +3,7 @@ import json
 import matplotlib.image as mpimg
 import pytest
 
-from experiments.cli import main
+from pyrobnn.experiments.cli import main
 
 FAST = ["--epochs", "20", "--det-epochs", "20", "--num-samples", "300", "--pyro-baseline-samples", "30",
         "--no-progress"]

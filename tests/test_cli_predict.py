@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import pyrobnn
-from experiments.cli import main
-from models.egg import CLASSES, EggNet
 from pyrobnn.checkpoint import load_posterior
+from pyrobnn.experiments.cli import main
+from pyrobnn.models.egg import CLASSES, EggNet
 
 FAST = ["--epochs", "30", "--det-epochs", "10", "--num-samples", "200", "--pyro-baseline-samples", "0",
         "--no-progress"]
@@ -202,7 +202,7 @@ def test_an_interrupted_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
 def _fake_boston_csv(path, n=160, seed=0):
     """A file in the BostonHousing.csv format: medv depends on rm and lstat, plus noise."""
-    from experiments.boston import COLUMNS
+    from pyrobnn.experiments.boston import COLUMNS
 
     rng = np.random.default_rng(seed)
     df = pd.DataFrame(rng.normal(size=(n, len(COLUMNS))), columns=COLUMNS)

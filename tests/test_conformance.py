@@ -3,7 +3,7 @@
 A cell passes when training lowers the loss (same random draws before and after) and moves every
 guide parameter, and both ``pyrobnn.predict`` and Pyro's ``Predictive(parallel=True)`` return draws
 of the right shape; it may instead be refused with one line naming the unsupported combination
-(``pyrobnn.errors.Unsupported``). ``python -m experiments.conformance`` prints the whole matrix.
+(``pyrobnn.errors.Unsupported``). ``python -m pyrobnn.experiments.conformance`` prints the whole matrix.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pyro
 import pytest
 
 import pyrobnn
-from experiments.conformance import GUIDES, run_cell
-from models.zoo import CASES
 from pyrobnn.conformance import ROUTES, check
 from pyrobnn.errors import Unsupported
+from pyrobnn.experiments.conformance import GUIDES, run_cell
+from pyrobnn.models.zoo import CASES
 
 CELLS = [(c, g, r) for c in CASES for g in GUIDES for r in ROUTES]
 

@@ -11,12 +11,12 @@ from pyro.optim import SGD, Adam, ClippedAdam
 from torch import nn
 
 import pyrobnn
-from guides.egg import egg_guide
-from guides.normal import normal_guide
-from models.egg import EggNet
-from models.zoo import ResidualBNCNN
 from pyrobnn import MeanFieldNormal, auto_normal, checkpoint, predict
 from pyrobnn.conformance import guide_tensors
+from pyrobnn.guides.egg import egg_guide
+from pyrobnn.guides.normal import normal_guide
+from pyrobnn.models.egg import EggNet
+from pyrobnn.models.zoo import ResidualBNCNN
 
 X = torch.randn(60, 2)
 Y = (X[:, 0] > 0).long() + (X[:, 1] > 1).long()

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from experiments.egg import EggConfig, run
+from pyrobnn.experiments.egg import EggConfig, run
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_handwritten_guide_trains_to_the_same_accuracy_as_the_automatic_one(runs
 
 
 def test_standard_classifiers_on_the_same_split(egg_csv, capsys):
-    from experiments.egg_baselines import main
+    from pyrobnn.experiments.egg_baselines import main
 
     assert main(["--data", str(egg_csv)]) == 0
     out = capsys.readouterr().out

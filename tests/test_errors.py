@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import pyrobnn
-from experiments.egg_data import load_egg_csv
-from models.egg import Standardize
 from pyrobnn import MeanFieldNormal, likelihoods, predict, priors
 from pyrobnn.data import check_features, check_labels, read_csv, read_idx
+from pyrobnn.experiments.egg_data import load_egg_csv
+from pyrobnn.models.egg import Standardize
 
 
 def bnn():
@@ -204,7 +204,7 @@ def test_zero_variance_column_in_standardisation():
     (["--resume", "/nonexistent/run"], "not a run directory (no config.json): /nonexistent/run"),
 ])
 def test_cli_bad_options_exit_2_with_one_line(tmp_path, capsys, args, message):
-    from experiments.cli import main
+    from pyrobnn.experiments.cli import main
 
     assert main(["run", "egg", "--out", str(tmp_path), "--no-progress", *args]) == 2
     err = capsys.readouterr().err.strip()

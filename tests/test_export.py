@@ -120,8 +120,8 @@ def test_regression_with_inferred_noise(az):
 
 
 def test_a_guide_without_sample_posterior(az):
-    from guides.egg import egg_guide
-    from models.egg import EggNet
+    from pyrobnn.guides.egg import egg_guide
+    from pyrobnn.models.egg import EggNet
 
     pyro.clear_param_store()
     bnn = pyrobnn.lift(EggNet(), likelihood=pyrobnn.likelihoods.Categorical(3))

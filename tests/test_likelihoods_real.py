@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import pyrobnn
-from experiments.sentiment import SOURCES, read_sentences
-from experiments.stocks import read_closes
 from pyrobnn import likelihoods, metrics
+from pyrobnn.experiments.sentiment import SOURCES, read_sentences
+from pyrobnn.experiments.stocks import read_closes
 from pyrobnn.text import Vocabulary
 from tests.conftest import data_file
 

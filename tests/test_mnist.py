@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import pytest
 import torch
 
-from experiments.cli import main
 from pyrobnn import metrics
+from pyrobnn.experiments.cli import main
 from tests.conftest import data_file
 
 
@@ -90,7 +90,7 @@ def test_bayesian_lenet_lifted_from_a_plain_cnn(tmp_path, capsys):
 
 
 def test_prior_gain_sweep_scores_each_gain_on_validation_data_only(capsys):
-    from experiments.prior_gain_sweep import main as sweep
+    from pyrobnn.experiments.prior_gain_sweep import main as sweep
     from tests.conftest import fashion_dir
 
     mnist = data_file("mnist/t10k-images-idx3-ubyte.gz").parent

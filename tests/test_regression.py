@@ -116,8 +116,8 @@ def test_fit_noise_factor_recovers_the_noise_of_held_out_data():
 def test_on_boston_the_elbo_noise_absorbs_the_epistemic_variance_and_held_out_data_shrinks_it():
     """Why mean-field intervals come out wide: the inferred noise variance matches the training MSE
     plus the weight posterior's variance at the training points, which the predictive adds again."""
-    from experiments.boston import load_boston
-    from experiments.regression import RegressionConfig, evaluate, fit_regressor, holdout_noise_factor
+    from pyrobnn.experiments.boston import load_boston
+    from pyrobnn.experiments.regression import RegressionConfig, evaluate, fit_regressor, holdout_noise_factor
     from tests.conftest import data_file
 
     x, y, _ = load_boston(data_file("boston_housing/BostonHousing.csv"))

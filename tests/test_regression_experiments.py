@@ -6,7 +6,7 @@ import math
 import matplotlib.image as mpimg
 import pytest
 
-from experiments.cli import main
+from pyrobnn.experiments.cli import main
 from tests.conftest import data_file
 
 FAST = ["--steps", "400", "--num-samples", "300", "--no-progress"]

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import pyrobnn
-from experiments.cli import main
 from pyrobnn import MeanFieldNormal
 from pyrobnn.checkpoint import read_checkpoint
+from pyrobnn.experiments.cli import main
 from pyrobnn.infer import STATE_FORMAT, DivergenceError
 
 
@@ -146,7 +146,7 @@ def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    args = [sys.executable, "-m", "experiments.cli", "run", "egg", "--epochs", "150", "--det-epochs", "5",
+    args = [sys.executable, "-m", "pyrobnn.experiments.cli", "run", "egg", "--epochs", "150", "--det-epochs", "5",
             "--num-samples", "300", "--pyro-baseline-samples", "0", "--no-progress", "--seed", "2"]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([*args, "--out", str(tmp_path / "a")], cwd=root, env=env,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import sentiment, stocks
+from pyrobnn.experiments import sentiment, stocks
 from pyrobnn.text import PAD, UNKNOWN, Vocabulary, tokenize
 from tests.conftest import data_file
 
