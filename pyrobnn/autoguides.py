@@ -108,7 +108,7 @@ class MeanFieldNormal(nn.Module):
 
     @torch.no_grad()
     def pruned_means(self, fraction: float) -> dict[str, torch.Tensor]:
-        """Posterior means with the ``fraction`` of weights of lowest |mu| / sigma set to zero
+        """Posterior means with the ``fraction`` of weights of lowest ``|mu| / sigma`` set to zero
         (Blundell et al. 2015), by site; ``bnn.forward(x, guide.pruned_means(f))`` runs the pruned net."""
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction must lie in [0, 1]; got {fraction!r}")
@@ -121,7 +121,7 @@ class MeanFieldNormal(nn.Module):
 
     @torch.no_grad()
     def signal_to_noise(self) -> dict[str, torch.Tensor]:
-        """|mu| / sigma per weight (Blundell 2015), for pruning and diagnostics."""
+        """``|mu| / sigma`` per weight (Blundell 2015), for pruning and diagnostics."""
         snr = self.loc_flat.abs() / softplus(self.rho_flat)
         return {k: self.site_view(snr, k) for k in self.sites}
 

@@ -273,10 +273,11 @@ def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "
          priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None) -> BayesianNet:
     """Lift ``net`` into a Bayesian net whose ``.model`` is a Pyro model.
 
-    prior: default prior for every parameter (a :mod:`pyrobnn.priors` object, a name such as
-        ``"laplace"``, or ``{"name": "scale_mixture", "pi": 0.5, ...}``); Normal(0, 1) if omitted.
-    priors: per-module / per-parameter overrides, ``{"0": priors.Laplace(), "4.bias": None}``;
-        ``None`` keeps that part of the net deterministic (trained as a point estimate).
-    likelihood: ``"categorical"`` / ``"normal"`` or a :mod:`pyrobnn.likelihoods` instance.
+    Args:
+        prior: default prior for every parameter (a :mod:`pyrobnn.priors` object, a name such as
+            ``"laplace"``, or ``{"name": "scale_mixture", "pi": 0.5, ...}``); Normal(0, 1) if omitted.
+        priors: per-module / per-parameter overrides, ``{"0": priors.Laplace(), "4.bias": None}``;
+            ``None`` keeps that part of the net deterministic (trained as a point estimate).
+        likelihood: ``"categorical"`` / ``"normal"`` or a :mod:`pyrobnn.likelihoods` instance.
     """
     return BayesianNet(net, prior=prior, likelihood=likelihood, priors=priors, n_features=n_features)

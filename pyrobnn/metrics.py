@@ -42,7 +42,7 @@ def brier(probs: ArrayLike, y: ArrayLike) -> float:
 
 def ece(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> float:
     """Expected calibration error: confidences in ``n_bins`` equal-width bins of (0, 1], the
-    |accuracy - confidence| gap of each bin weighted by its share of inputs."""
+    ``|accuracy - confidence|`` gap of each bin weighted by its share of inputs."""
     probs, y = _check(probs, y)
     conf, pred = probs.max(-1)
     correct = (pred == y).float()

@@ -20,7 +20,7 @@ def test_bayesian_model_on_real_eggs(runs):
     res = runs["meanfield"]
     assert res["simulated"] is False and res["n_test"] == 50 and res["n_train"] == 589
     bay, det = res["bayesian"], res["deterministic"]
-    # 0.88 is what every seed we tried reaches (the seed article: 0.88); see README "Measured"
+    # 0.88 is what every seed we tried reaches (the seed article: 0.88); see docs/results.md
     assert bay["accuracy"] >= 0.86
     assert det["accuracy"] >= 0.80
     for m in (bay, det):

@@ -1,5 +1,5 @@
 """The image experiment's pipeline on the real MNIST t10k files (few images, few epochs): the
-numbers it computes must be right; the full-length results are in the README."""
+numbers it computes must be right; the full-length results are in docs/results.md."""
 import json
 
 import matplotlib.image as mpimg

@@ -1,5 +1,5 @@
 """Boston (seed 004) and the UCI runner on the real files, with short training (pipeline checks;
-the full-length results are in the README)."""
+the full-length results are in docs/results.md)."""
 import json
 import math
 
