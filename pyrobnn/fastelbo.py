@@ -43,7 +43,8 @@ class MeanFieldELBO:
         self.num_particles = int(num_particles)
         self.estimator = estimator
         self._prior_cache: dict[tuple, tuple] = {}
-        self.last_parts: dict[str, float] = {}  # the last loss's KL and scaled negative log-likelihood
+        self.kl_weight = 1.0  # the loss is kl_weight * KL + NLL (fit(kl_weight=...))
+        self.last_parts: dict[str, torch.Tensor] = {}  # the last loss's KL and scaled NLL (detached, on device)
 
     def _flat_priors(self, bnn, guide):
         key = (id(bnn), id(guide), guide.loc_flat.device)
@@ -84,8 +85,8 @@ class MeanFieldELBO:
         log_lik = bnn.likelihood.distribution(out, latents).log_prob(y).sum(-1)
         n = x.shape[0]
         nll = -(n if data_size is None else int(data_size)) / n * log_lik.mean()
-        self.last_parts = {"kl": float(kl.detach()), "nll": float(nll.detach())}
-        return kl + nll
+        self.last_parts = {"kl": kl.detach(), "nll": nll.detach()}
+        return (kl if self.kl_weight == 1.0 else kl * self.kl_weight) + nll
 
     def _layerwise_loss(self, bnn, guide, x, y, data_size, loc, scale):
         """Local reparameterisation / flipout: particles folded into the batch, noise per layer."""
@@ -100,5 +101,5 @@ class MeanFieldELBO:
         p_loc, p_scale = self._flat_priors(bnn, guide)
         kl = _kl_normal(loc, scale, p_loc, p_scale).sum()
         nll = -(n if data_size is None else int(data_size)) / n * log_lik
-        self.last_parts = {"kl": float(kl.detach()), "nll": float(nll.detach())}
-        return kl + nll
+        self.last_parts = {"kl": kl.detach(), "nll": nll.detach()}
+        return (kl if self.kl_weight == 1.0 else kl * self.kl_weight) + nll
