@@ -1,8 +1,8 @@
 """The loop behind :func:`pyrobnn.fit`: one :class:`Trainer` per call, one method per named step.
 
-    set-up (Trainer.__init__) -> for each epoch: train_epoch (steps, divergence guard, retries)
-                                                 -> record -> validate (keep-best) -> log -> checkpoint
-                              -> finish
+    set-up (Trainer.__init__)
+    for each epoch: train_epoch (steps, divergence guard, retries), record, validate (keep-best), log, checkpoint
+    finish
 
 On the default path a step reads nothing back to the host: the loss and its KL / NLL parts accumulate in a device
 tensor and the divergence guard (:mod:`pyrobnn.guard`) keeps its verdict on the device; both are read once per epoch,
