@@ -17,6 +17,7 @@ from .lift import BayesianNet
 from .likelihoods import Likelihood
 
 _CHUNK_BYTES = 256 * 2**20  # activations + weights held at once per chunk of draws
+LOOP_FLOATS = 2**20  # one pass of at least this many activation floats: draws run one after another (choose_strategy)
 
 
 def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
@@ -58,16 +59,24 @@ def _floats_per_row(bnn: BayesianNet, x: torch.Tensor) -> int:
     return max(total[0], 1)
 
 
-def auto_chunk(bnn: BayesianNet, x: torch.Tensor) -> int:
+def auto_chunk(bnn: BayesianNet, x: torch.Tensor, floats_per_row: int | None = None) -> int:
     """Draws per chunk so that activations and weights of one chunk fit in ~256 MB."""
     n_weights = sum(math.prod(s) for s in bnn.shapes.values())
-    per_draw = 4 * (x.shape[0] * (_floats_per_row(bnn, x) + x[0].numel()) + 2 * n_weights)
+    per_row = _floats_per_row(bnn, x) if floats_per_row is None else floats_per_row
+    per_draw = 4 * (x.shape[0] * (per_row + x[0].numel()) + 2 * n_weights)
     return max(1, _CHUNK_BYTES // per_draw)
+
+
+def choose_strategy(n_rows: int, floats_per_row: int) -> str:
+    """``"loop"`` when one draw's forward pass over the inputs is big enough to keep the machine busy on its own
+    (at least ``LOOP_FLOATS`` activation floats), else ``"vectorize"``; measured in
+    ``benchmarks/predictive_time.py``."""
+    return "loop" if n_rows * floats_per_row >= LOOP_FLOATS else "vectorize"
 
 
 @torch.no_grad()
 def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 1000, chunk_size: int | None = None,
-            seed: int | None = None, mode: str = "eval") -> PosteriorPredictive:
+            seed: int | None = None, mode: str = "eval", strategy: str = "auto") -> PosteriorPredictive:
     """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws.
 
     mode: ``"eval"`` (default) runs the net in eval mode: BatchNorm uses its running statistics and
@@ -76,9 +85,17 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
     BatchNorm normalising by each draw's statistics over ``x``. Either way no state of the net changes
     (running statistics are left as they were) and the net is returned to the mode it was in;
     ``pp.mode`` records which was used.
+
+    strategy: how the draws go through the net. ``"vectorize"`` maps the net over a chunk of draws at once
+    (``vmap``: one call, best when each draw's pass is small, e.g. 5000 draws for a few inputs); ``"loop"`` runs
+    the draws one after another through the plain net (its own kernels, best when one pass already fills the
+    machine, e.g. thousands of images); ``"auto"`` (default) picks from the sizes (:func:`choose_strategy`).
+    Both give the same draws.
     """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
+    if strategy not in ("auto", "vectorize", "loop"):
+        raise ValueError(f"strategy must be 'auto', 'vectorize' or 'loop'; got {strategy!r}")
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got {mode!r}")
     if seed is not None:
@@ -86,7 +103,9 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
     x = bnn.check_inputs(x)[0].to(bnn.device)
     if isinstance(guide, nn.Module):
         guide.to(bnn.device)
-    chunk = chunk_size or auto_chunk(bnn, x)
+    per_row = _floats_per_row(bnn, x)
+    chunk = chunk_size or auto_chunk(bnn, x, per_row)
+    loop = strategy == "loop" or (strategy == "auto" and choose_strategy(x.shape[0], per_row) == "loop")
     outs, latents = [], []
     was = bnn.training
     try:
@@ -95,7 +114,10 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
             for start in range(0, num_samples, chunk):
                 n = min(chunk, num_samples - start)
                 draws = _weight_draws(bnn, guide, x, n)
-                outs.append(bnn.forward(x, draws))
+                if loop:
+                    outs.append(torch.stack([bnn.forward(x, {k: v[i] for k, v in draws.items()}) for i in range(n)]))
+                else:
+                    outs.append(bnn.forward(x, draws))
                 latents.append({k: v for k, v in draws.items() if k not in bnn.net_sites})
     finally:
         bnn.train(was)

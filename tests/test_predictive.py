@@ -1,4 +1,5 @@
 import pyro
+import pytest
 import torch
 from pyro.infer import Predictive
 from torch import nn
@@ -61,3 +62,29 @@ def test_regression_summaries():
     lo, hi = pp.interval(0.95)
     assert (lo < hi).all()
     assert abs(float((hi - lo).mean()) - 2 * 1.96 * 0.5) < 0.05
+
+
+@pytest.mark.parametrize("make,x", [
+    (lambda: nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)), torch.randn(50, 4)),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)),
+     torch.randn(20, 1, 8, 8)),
+])
+def test_loop_and_vectorize_give_the_same_draws(make, x):
+    torch.manual_seed(0)
+    bnn = pyrobnn.lift(make())
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.1)
+    pps = {k: pyrobnn.predict(bnn, guide, x, num_samples=12, seed=4, chunk_size=5, strategy=k)
+           for k in ("loop", "vectorize", "auto")}
+    torch.testing.assert_close(pps["loop"].outputs, pps["vectorize"].outputs, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pps["auto"].outputs, pps["vectorize"].outputs, rtol=1e-4, atol=1e-5)
+    assert pps["loop"].outputs.shape == (12, x.shape[0], 3)
+    with pytest.raises(ValueError, match="strategy must be"):
+        pyrobnn.predict(bnn, guide, x, num_samples=2, strategy="fast")
+
+
+def test_the_strategy_follows_the_size_of_one_pass():
+    from pyrobnn.predictive import LOOP_FLOATS, choose_strategy
+
+    assert choose_strategy(3, 131) == "vectorize"  # the egg net's 5000 draws for 3 eggs
+    assert choose_strategy(10_000, 1_600) == "loop"  # an MNIST-size MLP over 10,000 images
+    assert choose_strategy(1, LOOP_FLOATS) == "loop" and choose_strategy(1, LOOP_FLOATS - 1) == "vectorize"
