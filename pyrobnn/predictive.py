@@ -103,7 +103,8 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
     x = bnn.check_inputs(x)[0].to(bnn.device)
     if isinstance(guide, nn.Module):
         guide.to(bnn.device)
-    per_row = _floats_per_row(bnn, x)
+    # the one-row probe of activation sizes runs only when the chunk or the strategy needs it
+    per_row = _floats_per_row(bnn, x) if chunk_size is None or strategy == "auto" else 0
     chunk = chunk_size or auto_chunk(bnn, x, per_row)
     loop = strategy == "loop" or (strategy == "auto" and choose_strategy(x.shape[0], per_row) == "loop")
     outs, latents = [], []

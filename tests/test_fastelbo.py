@@ -39,6 +39,11 @@ def test_same_loss_and_gradients_as_tracemeanfield(kind, particles):
         loss = elbo.differentiable_loss(bnn.model, guide, x, y, data_size=500)
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in guide.parameters()]))
+    assert_same_loss_and_gradients(results)
+
+
+def assert_same_loss_and_gradients(results):
+    """results: [(Pyro's loss, its gradients), (the fast path's loss, its gradients)] on the same draws."""
     (ref, ref_g), (fast, fast_g) = results
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-4)
     for a, b in zip(fast_g, ref_g):
