@@ -1,5 +1,6 @@
 """Hand-written Bayes-by-Backprop in plain torch: the reference floor for a BNN training step
-(MLP nets A and B; the LSTM net C in :class:`BBBLSTMRegressor`).
+(layer by layer for the MLP nets A and B; any other net, e.g. the LSTM, CNN and BatchNorm nets C, D, E,
+through :class:`BBBNet`).
 
 Mean-field Normal posterior on every weight (softplus-parameterised sigma), reparameterised
 sampling, closed-form KL to a N(0, 1) prior, minibatch likelihood scaled by N / B.
@@ -50,34 +51,30 @@ class BBBMLP(nn.Module):
         return x, kl
 
 
-def loss(model: BBBMLP, x, y, data_size: int):
-    logits, kl = model(x)
-    return cross_entropy(logits, y, reduction="sum") * (data_size / x.shape[0]) + kl
+class BBBNet(nn.Module):
+    """Any net by hand: one mean and one rho tensor per parameter of ``net``, every weight drawn once per
+    step by reparameterisation and run through the net's own modules with ``functional_call`` (torch's
+    fused kernels: LSTM, convolutions, BatchNorm with its running statistics)."""
 
-
-class BBBLSTMRegressor(nn.Module):
-    """Net C by hand: LSTM(1 -> hidden) + Linear(hidden -> 1) on the last step, every weight
-    sampled once per step by reparameterisation and run through torch's fused LSTM kernel."""
-
-    def __init__(self, hidden: int = 10, init_scale: float = 0.1):
+    def __init__(self, net: nn.Module, init_scale: float = 0.1):
         super().__init__()
-        self.lstm, self.head = nn.LSTM(1, hidden, batch_first=True), nn.Linear(hidden, 1)
+        self.net = net
         rho = math.log(math.expm1(init_scale))
-        self.names = [k for k, _ in self.lstm.named_parameters()]
-        shapes = [p.shape for p in self.lstm.parameters()] + [self.head.weight.shape, self.head.bias.shape]
-        self.mu = nn.ParameterList(nn.Parameter(0.1 * torch.randn(s)) for s in shapes)
-        self.rho = nn.ParameterList(nn.Parameter(torch.full(s, rho)) for s in shapes)
+        named = dict(net.named_parameters())
+        self.names = list(named)
+        self.mu = nn.ParameterList(nn.Parameter(p.detach().clone()) for p in named.values())
+        self.rho = nn.ParameterList(nn.Parameter(torch.full_like(p, rho)) for p in named.values())
 
     def forward(self, x):
         sigmas = [softplus(r) for r in self.rho]
-        w = [m + s * torch.randn_like(s) for m, s in zip(self.mu, sigmas)]
+        w = {k: m + s * torch.randn_like(s) for k, m, s in zip(self.names, self.mu, sigmas)}
         kl = sum(_kl(m, s) for m, s in zip(self.mu, sigmas))
-        n_lstm = len(w) - 2
-        h = torch.func.functional_call(self.lstm, dict(zip(self.names, w[:n_lstm])), (x,))[0]
-        return linear(h[:, -1], w[-2], w[-1]).squeeze(-1), kl
+        return torch.func.functional_call(self.net, w, (x,)), kl
 
 
-def regression_loss(model: BBBLSTMRegressor, x, y, data_size: int):
-    """Gaussian log-likelihood with unit noise, scaled by N / B, plus the KL."""
-    pred, kl = model(x)
-    return 0.5 * ((pred - y) ** 2).sum() * (data_size / x.shape[0]) + kl
+def loss(model: nn.Module, x, y, data_size: int, regression: bool = False):
+    """The minibatch negative ELBO: cross-entropy (or a unit-noise Gaussian log-likelihood with
+    ``regression``) summed and scaled by N / B, plus the KL."""
+    out, kl = model(x)
+    nll = 0.5 * ((out.reshape(y.shape) - y) ** 2).sum() if regression else cross_entropy(out, y, reduction="sum")
+    return nll * (data_size / x.shape[0]) + kl

@@ -13,4 +13,5 @@ if [ ! -x .venv-bench/bin/python ]; then
     .venv-bench/bin/pip install -q --no-deps blitz-bayesian-pytorch bayesian-torch tyxe || echo "note: could not install BLiTZ / bayesian-torch / TyXe"
 fi
 .venv-bench/bin/python benchmarks/step_time.py "$@"
+.venv-bench/bin/python benchmarks/fit_time.py
 .venv-bench/bin/python benchmarks/predictive_time.py

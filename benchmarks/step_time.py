@@ -23,7 +23,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 from torch import nn  # noqa: E402
 
 import pyrobnn  # noqa: E402
-from benchmarks.bbb import BBBMLP, BBBLSTMRegressor, regression_loss  # noqa: E402
+from benchmarks.bbb import BBBMLP, BBBNet  # noqa: E402
 from benchmarks.bbb import loss as bbb_loss
 from pyrobnn.fastelbo import MeanFieldELBO  # noqa: E402
 from pyrobnn.models.sequence import LSTMForecaster  # noqa: E402
@@ -172,8 +172,8 @@ def lstm_makers(batch, n, particles):
         return adam_step(net.parameters(), lambda: 0.5 * ((net(x).squeeze(-1) - y) ** 2).sum())
 
     def bbb():
-        model = BBBLSTMRegressor(10)
-        return adam_step(model.parameters(), lambda: regression_loss(model, x, y, n))
+        model = BBBNet(LSTMForecaster(10))
+        return adam_step(model.parameters(), lambda: bbb_loss(model, x, y, n, regression=True))
 
 
     others = {}

@@ -77,6 +77,14 @@ class MeanFieldNormal(nn.Module):
         a, b = self.offsets[site]
         return flat[..., a:b].reshape(tuple(flat.shape[:-1]) + tuple(self.shapes[site]))
 
+    def split_sites(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every site's part of a flat ``[..., total]`` tensor, by name: one split, whose gradient is one
+        concatenation (per-site slices would each scatter into a zero tensor of the full size)."""
+        sizes = [self.shapes[k].numel() for k in self.sites]
+        lead = tuple(flat.shape[:-1])
+        return {k: part.reshape(lead + tuple(self.shapes[k]))
+                for k, part in zip(self.sites, flat.split(sizes, dim=-1))}
+
     @property
     def loc(self) -> dict[str, torch.Tensor]:
         """Means by site name (views of the flat parameter)."""

@@ -14,6 +14,7 @@ from torch.nn.functional import softplus
 from .autoguides import MeanFieldNormal
 from .errors import Unsupported
 from .estimators import ESTIMATORS, stochastic_layers
+from .fused import sample_with_kl
 from .lift import BayesianNet
 from .priors import Normal as NormalPrior
 
@@ -67,19 +68,16 @@ class MeanFieldELBO:
         if not isinstance(bnn, BayesianNet) or not supports(bnn, guide):
             raise ValueError("MeanFieldELBO needs bnn.model of a lifted net with Normal priors and its "
                              "MeanFieldNormal guide; use Pyro's ELBOs otherwise")
-        p = self.num_particles
-        loc, scale = guide.loc_flat, softplus(guide.rho_flat)
+        p, loc = self.num_particles, guide.loc_flat
         if self.estimator != "reparam":
-            return self._layerwise_loss(bnn, guide, x, y, data_size, loc, scale)
+            return self._layerwise_loss(bnn, guide, x, y, data_size, loc, softplus(guide.rho_flat))
         eps = torch.empty((p, loc.numel()) if p > 1 else loc.shape, dtype=loc.dtype, device=loc.device)
         for site in guide.sites:  # site by site, as Pyro's guide draws them: the same random stream
             a, b = guide.offsets[site]
             eps[..., a:b] = torch.empty((p, b - a) if p > 1 else (b - a,), dtype=loc.dtype,
                                         device=loc.device).normal_()
-        flat = loc + eps * scale
-        draws = {k: guide.site_view(flat, k) for k in guide.sites}
-        p_loc, p_scale = self._flat_priors(bnn, guide)
-        kl = _kl_normal(loc, scale, p_loc, p_scale).sum()
+        flat, kl = sample_with_kl(loc, guide.rho_flat, eps, *self._flat_priors(bnn, guide))
+        draws = guide.split_sites(flat)
         out = bnn.forward(x, draws)
         latents = {k: v for k, v in draws.items() if k not in bnn.net_sites}
         log_lik = bnn.likelihood.distribution(out, latents).log_prob(y).sum(-1)

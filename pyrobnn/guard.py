@@ -31,10 +31,12 @@ class StepGuard:
         self.bad_loss = torch.zeros((), device=self.device)
 
     def observe(self, step: int, loss: torch.Tensor, grads: list[torch.Tensor]) -> None:
-        """Note whether this step's loss and gradients are finite (device operations only)."""
-        ok = torch.isfinite(loss)
+        """Note whether this step's loss and gradients are finite (device operations only): one sum in float64,
+        which no finite float32 gradient overflows and any NaN or inf makes non-finite."""
+        total = loss.detach().to(torch.float64)
         for g in grads:
-            ok = ok & torch.isfinite(g).all()
+            total = total + g.sum(dtype=torch.float64)
+        ok = torch.isfinite(total)
         first = (self.bad_step < 0) & ~ok
         self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
         self.bad_loss = torch.where(first, loss.to(self.bad_loss.dtype), self.bad_loss)

@@ -166,6 +166,14 @@ class PosteriorPredictive:
             self._draws = self.distribution().sample()
         return self._draws
 
+    def select(self, rows) -> PosteriorPredictive:
+        """The predictive at a subset of the inputs (an index tensor, a boolean mask or a slice), keeping the
+        same weight draws (and the same predictive draws of y, if already made)."""
+        out = PosteriorPredictive(self.outputs[:, rows], self.likelihood, self.latents, self.mode)
+        if self._draws is not None:
+            out._draws = self._draws[:, rows]
+        return out
+
     # --- classification ------------------------------------------------------------------------
     def _need(self, kind: str) -> None:
         if self.kind != kind:
