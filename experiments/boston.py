@@ -19,7 +19,7 @@ from pyrobnn.checkpoint import save_posterior
 from pyrobnn.data import read_csv
 from pyrobnn.runs import write_json
 
-from . import open_run_dir, write_results
+from . import conformal_eval, open_run_dir, write_results
 from .options import option, out_option
 from .regression import RegressionConfig, over_splits, summary
 
@@ -79,13 +79,17 @@ def run(cfg: BostonConfig, resume_dir=None) -> dict:
         fig2 = plots.calibration_curve(rep["calibration"], f"{which}: interval calibration")
         fig2.savefig(run_dir / "calibration.png", dpi=110)
         plots.plt.close("all")
-        save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1],
-                       meta={"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1],
-                             "noise_factor": rep["noise_factor"]})
+        meta = {"experiment": "boston", "y_mean": scaling[0], "y_std": scaling[1], "noise_factor": rep["noise_factor"]}
+        if "conformal" in rep:  # `pyrobnn predict` prints the calibrated intervals too
+            meta["conformal"] = rep["conformal"]["state"]
+        save_posterior(run_dir / "posterior.pt", bnn, guide, x[tr][:1], meta=meta)
         write_json(run_dir / "first_split.json", rep)
 
     per_split = over_splits(run_dir, x, y, splits, cfg.model, resume=resume_dir is not None, on_split=keep_first)
     first = json.loads((run_dir / "first_split.json").read_text())
+    if cfg.model.conformal:
+        conformal_eval.regression_figure(run_dir, [s["conformal"] for s in per_split],
+                                         f"Boston housing, {len(per_split)} split(s): Bayesian vs conformal intervals")
     metrics = {"features": names, **first, "repeats": {**summary(per_split), "per_split": per_split}}
     write_results(run_dir, metrics)
     return {**metrics, "run_dir": str(run_dir)}
@@ -102,4 +106,11 @@ def print_summary(res: dict) -> None:
         print(f"{rep['splits']} random splits (mean ± s.e.): RMSE {rep['rmse'][0]:.3f} ± {rep['rmse'][1]:.3f}  "
               f"log-likelihood {rep['log_likelihood'][0]:.3f} ± {rep['log_likelihood'][1]:.3f}  "
               f"95% coverage {rep['coverage_95'][0]:.3f} ± {rep['coverage_95'][1]:.3f}")
+    if "conformal" in res:
+        print(f"first split: {conformal_eval.summary_line(res['conformal'])}")
+    if "conformal" in rep:
+        c = rep["conformal"]
+        print(f"{rep['splits']} split(s): conformal {c['level']:.0%} coverage {c['conformal_coverage'][0]:.3f} "
+              f"± {c['conformal_coverage'][1]:.3f} (width {c['conformal_width'][0]:.2f}), Bayesian "
+              f"{c['bayes_coverage'][0]:.3f} ± {c['bayes_coverage'][1]:.3f} (width {c['bayes_width'][0]:.2f})")
     print(f"run directory: {res['run_dir']}")

@@ -19,13 +19,14 @@ from pyro.infer import Predictive
 import pyrobnn
 from pyrobnn import plots
 from pyrobnn.checkpoint import save_posterior
+from pyrobnn.conformal import from_state
 from pyrobnn.guides.egg import egg_guide
 from pyrobnn.infer import resolve_device
 from pyrobnn.metrics import classification_report
 from pyrobnn.models.egg import CLASSES, EggNet, train_deterministic
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
+from . import conformal_eval, open_run_dir, print_model_table, stop_if_interrupted, write_results
 from .egg_data import SIMULATED_LABEL, load_egg_csv, simulate_eggs, split_last
 from .options import device_option, option, out_option, seed_option
 
@@ -50,6 +51,11 @@ class EggConfig:
     prior_scale: float = 1.0
     num_samples: int = option(5000, "posterior draws")  # for test metrics and the histograms
     pyro_baseline_samples: int = option(5000, "draws for the Pyro Predictive timing, 0 to skip")
+    conformal: float = option(0.0, "split-conformal level, e.g. 0.9: prediction sets calibrated on "
+                                   "--conformal-fraction of the training rows, kept out of training (0 = off)",
+                              minimum=0, below=1)
+    conformal_fraction: float = option(0.2, "training rows reserved for --conformal", minimum=0, below=1)
+    conformal_score: str = option("aps", "conformal score", choices=("aps", "lac"))
     seed: int = seed_option()
     device: str = device_option()
     out: str = out_option()
@@ -109,6 +115,10 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
     train_df, test_df = split_last(df, cfg.holdout)
     x_tr, y_tr = _tensors(train_df, device)
     x_te, y_te = _tensors(test_df, device)
+    cal = None
+    if cfg.conformal:
+        keep, c = conformal_eval.reserve(len(y_tr), cfg.conformal, cfg.conformal_fraction, seed=cfg.seed)
+        x_tr, y_tr, cal = x_tr[keep], y_tr[keep], (x_tr[c], y_tr[c])
     run_dir = open_run_dir(cfg, cfg.out, "egg", resume_dir)
     tag = " [SIMULATED]" if simulated else ""
 
@@ -172,11 +182,21 @@ def run(cfg: EggConfig, resume_dir=None) -> dict:
         fig.savefig(run_dir / name, dpi=110)
         plots.plt.close(fig)
 
-    save_posterior(run_dir / "posterior.pt", bnn, guide, x_tr[:1],
-                   meta={"experiment": "egg", "guide": cfg.guide, "epochs": cfg.epochs, "seed": cfg.seed})
+    meta = {"experiment": "egg", "guide": cfg.guide, "epochs": cfg.epochs, "seed": cfg.seed}
+    conformal = None
+    if cal is not None:
+        pp_cal = pyrobnn.predict(bnn, guide, cal[0], num_samples=cfg.num_samples, seed=cfg.seed + 1)
+        conformal = conformal_eval.classification(pp_cal, cal[1], pp, y_te, cfg.conformal, cfg.conformal_score,
+                                                  seed=cfg.seed)
+        sets = from_state(conformal["state"]).predict_sets(ppq)
+        conformal["query_sets"] = [[c for c, inside in zip(CLASSES, row) if inside] for row in sets.tolist()]
+        conformal_eval.classification_figure(run_dir, conformal, f"Egg outcomes: conformal prediction sets{tag}")
+        meta["conformal"] = conformal["state"]
+    save_posterior(run_dir / "posterior.pt", bnn, guide, x_tr[:1], meta=meta)
     write_json(run_dir / "history.json", history.records)
     metrics = {
-        "source": source, "simulated": simulated, "n_train": len(train_df), "n_test": len(test_df),
+        **({"conformal": conformal} if conformal else {}),
+        "source": source, "simulated": simulated, "n_train": len(y_tr), "n_test": len(test_df),
         "deterministic": det, "bayesian": bayes, "train_seconds": train_seconds,
         "query_eggs": [{"weight": w, "time": t, "class_frequencies": dict(zip(CLASSES, map(float, f)))}
                        for (w, t), f in zip(cfg.queries, freq)],
@@ -200,4 +220,9 @@ def print_summary(res: dict) -> None:
         line += (f"; Pyro's sequential Predictive: {tm['pyro_predictive_draws']} draws in "
                  f"{tm['pyro_predictive_seconds']:.2f} s ({tm['speedup_per_draw']:.0f}x slower per draw)")
     print(line)
+    if "conformal" in res:
+        c = res["conformal"]
+        print(conformal_eval.summary_line(c))
+        for q, members in zip(res["query_eggs"], c["query_sets"]):
+            print(f"  {q['weight']:g} g, {q['time']:g} min: {{{', '.join(members)}}}")
     print(f"run directory: {res['run_dir']}")

@@ -189,6 +189,7 @@ def run_predict(args) -> int:
 
     import pyrobnn
     from pyrobnn.checkpoint import read_checkpoint
+    from pyrobnn.conformal import from_state
 
     if args.num_samples < 1:
         raise ValueError(f"num-samples must be >= 1; got {args.num_samples}")
@@ -217,6 +218,8 @@ def run_predict(args) -> int:
         x = torch.tensor(_parse_rows(args.input, info["columns"]), dtype=torch.float32)
         labels = [f"{w:g} g, {t:g} min" for w, t in x.tolist()] if exp == "egg" else []
     pp = pyrobnn.predict(bnn, guide, x, num_samples=args.num_samples, seed=args.seed)
+    conformal = ck["meta"].get("conformal")  # a run calibrated with --conformal
+    conformal = from_state(conformal) if conformal else None
     print(f"{exp} run {args.run_dir} ({info['about']})")
     metrics = d / "metrics.json"
     source = json.loads(metrics.read_text()).get("source") if metrics.is_file() else None
@@ -232,6 +235,12 @@ def run_predict(args) -> int:
         for i, label in enumerate(labels):
             print(f"{label:<{width}}" + "".join(f"{float(f):>11.4f}" for f in freq[i]) +
                   f"{float(ent[i]):>10.4f}{float(mi[i]):>9.4f}  {classes[int(freq[i].argmax())]}")
+        if conformal is not None:
+            sets = conformal.predict_sets(pp)
+            print(f"conformal {conformal.level:.0%} prediction sets ({conformal.score}, calibrated on "
+                  f"{conformal.n_calibration} held-out rows):")
+            for i, label in enumerate(labels):
+                print(f"{label:<{width}}{{{', '.join(c for c, inside in zip(classes, sets[i].tolist()) if inside)}}}")
         if args.plot:
             from pyrobnn import plots
 
@@ -247,9 +256,16 @@ def run_predict(args) -> int:
         print(f"posterior predictive of the median value ($1000s) over {args.num_samples} draws (seed {args.seed}, "
               f"net in {pp.mode} mode)")
         head = f"{args.level:.0%} interval"
+        if conformal is not None:
+            clo, chi = conformal.interval(pp)
+            head = f"{head:<20}  conformal {conformal.level:.0%} ({conformal.score}, {conformal.n_calibration} rows)"
         print(f"{'input':<7}{'mean':>9}{'std':>9}  {head}")
         for i in range(x.shape[0]):
-            print(f"{i + 1:<7}{float(mean[i]):>9.3f}{float(std[i]):>9.3f}  [{float(lo[i]):.3f}, {float(hi[i]):.3f}]")
+            line = f"{i + 1:<7}{float(mean[i]):>9.3f}{float(std[i]):>9.3f}  " + \
+                f"{f'[{float(lo[i]):.3f}, {float(hi[i]):.3f}]':<20}"
+            if conformal is not None:
+                line += f"  [{float(clo[i]):.3f}, {float(chi[i]):.3f}]"
+            print(line.rstrip())
     return 0
 
 

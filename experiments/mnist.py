@@ -24,7 +24,7 @@ from pyrobnn.data import read_idx
 from pyrobnn.models.mnist import lenet, mlp
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
+from . import conformal_eval, open_run_dir, print_model_table, stop_if_interrupted, write_results
 from .options import device_option, option, out_option, seed_option
 
 FRACTIONS = [i / 100 for i in range(0, 55, 5)]
@@ -60,6 +60,10 @@ class MNISTConfig:
     # (docs/results.md: experiments/prior_gain_sweep.py)
     prior_gain: float = option(1.0, "priors N(0, gain / sqrt(fan_in)) on every layer")
     num_samples: int = option(100, "posterior draws", minimum=1)
+    conformal: float = option(0.0, "split-conformal level, e.g. 0.9: prediction sets calibrated on --conformal-size "
+                                   "training images kept out of training (0 = off)", minimum=0, below=1)
+    conformal_size: int = option(1000, "training images reserved for --conformal", minimum=1)
+    conformal_score: str = option("aps", "conformal score", choices=("aps", "lac"))
     seed: int = seed_option()
     device: str = device_option()
     out: str = out_option()
@@ -135,6 +139,10 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
         perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(cfg.seed + 1))
         x_tr, y_tr, val = x_tr[perm[cfg.val_size:]], y_tr[perm[cfg.val_size:]], (x_tr[perm[:cfg.val_size]],
                                                                                   y_tr[perm[:cfg.val_size]])
+    cal = None
+    if cfg.conformal:  # after the validation images: a random conformal_size of the remaining training images
+        keep, c = conformal_eval.reserve(len(y_tr), cfg.conformal, size=cfg.conformal_size, seed=cfg.seed)
+        x_tr, y_tr, cal = x_tr[keep], y_tr[keep], (x_tr[c], y_tr[c])
     run_dir = open_run_dir(cfg, cfg.out, "mnist", resume_dir)
     if cfg.arch not in ("mlp", "cnn"):
         raise ValueError(f"unknown arch {cfg.arch!r}; choose mlp or cnn")
@@ -200,6 +208,12 @@ def run(cfg: MNISTConfig, resume_dir=None) -> dict:
         "random": [res["bayesian"]["accuracy"]] * len(FRACTIONS),
     }
     res["referral"] = {"fractions": FRACTIONS, **curves}
+    if cal is not None:
+        res["conformal"] = conformal_eval.classification(posterior_predictive(cal[0]), cal[1], pp, y_te, cfg.conformal,
+                                                         cfg.conformal_score, seed=cfg.seed)
+        kind = "MLP" if cfg.arch == "mlp" else "CNN"
+        conformal_eval.classification_figure(run_dir, res["conformal"],
+                                             f"Bayesian {kind}: conformal prediction sets ({cfg.conformal_score})")
     i5 = FRACTIONS.index(0.05)
     res["gain_at_5pct_entropy"] = curves["predictive entropy"][i5] - curves["predictive entropy"][0]
     res["gain_at_5pct_mi"] = curves["mutual information"][i5] - curves["mutual information"][0]
@@ -264,6 +278,8 @@ def print_summary(res: dict) -> None:
     print("pruning: " + ", ".join(f"{p['fraction']:.0%} -> {p['accuracy']:.3f}" for p in res["pruning"]))
     if "ood_auroc" in res:
         print("out-of-distribution AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in res["ood_auroc"].items()))
+    if "conformal" in res:
+        print(conformal_eval.summary_line(res["conformal"]))
     if "ood_auroc_validation" in res:
         print("  on the validation images: " + ", ".join(
             f"{k} {v:.3f}" for k, v in res["ood_auroc_validation"].items()))

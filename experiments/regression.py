@@ -35,6 +35,10 @@ class RegressionConfig:
     num_samples: int = option(1000, "posterior draws", minimum=1)
     calibrate: float = option(0.0, "hold out this fraction of the training rows to choose the noise level, then "
                                    "train on all of them (0 = off)", minimum=0, below=1)
+    conformal: float = option(0.0, "split-conformal level, e.g. 0.9: calibrate intervals on --conformal-fraction of "
+                                   "the training rows, kept out of training (0 = off)", minimum=0, below=1)
+    conformal_fraction: float = option(0.2, "training rows reserved for --conformal", minimum=0, below=1)
+    conformal_score: str = option("cqr", "conformal score", choices=("cqr", "normalized"))
     seed: int = seed_option()
     device: str = device_option()
 
@@ -122,14 +126,19 @@ def over_splits(run_dir: Path, x: torch.Tensor, y: torch.Tensor, splits, model: 
     """Train and score one model per (train, test) index pair in ``splits`` (seed ``model.seed + k``
     for split k), with the noise chosen on held-out training rows when ``model.calibrate`` > 0.
     Finished splits go to ``splits.json`` at once and a resume skips them. ``on_split(k, bnn, guide,
-    scaling, pp, entry)`` sees each finished split (pp: test predictive in original units)."""
-    from . import stop_if_interrupted  # late: experiments/__init__ is the package
+    scaling, pp, entry)`` sees each finished split (pp: test predictive in original units).
+    With ``model.conformal`` a random ``conformal_fraction`` of each split's training rows is kept out of training
+    (and of the noise calibration) to calibrate conformal intervals; ``entry["conformal"]`` reports them."""
+    from . import conformal_eval, stop_if_interrupted  # late: experiments/__init__ is the package
 
     done = run_dir / "splits.json"
     per_split = json.loads(done.read_text()) if resume and done.is_file() else []
     for k in range(len(per_split), len(splits)):
         tr, te = splits[k]
         cfg_k = replace(model, seed=model.seed + k)
+        if model.conformal:
+            keep, cal = conformal_eval.reserve(len(tr), model.conformal, model.conformal_fraction, seed=cfg_k.seed)
+            tr, cal = tr[keep], tr[cal]
         factor = 1.0
         if model.calibrate:
             factor, cal_hist = holdout_noise_factor(x[tr], y[tr], cfg_k, model.calibrate, resume=resume,
@@ -144,6 +153,10 @@ def over_splits(run_dir: Path, x: torch.Tensor, y: torch.Tensor, splits, model: 
         if factor != 1.0:
             plain = metrics.regression_report(pp.with_noise_factor(1.0 / factor), y[te])
             entry["uncalibrated"] = {m: plain[m] for m in ("log_likelihood", "coverage_95", "width_95")}
+        if model.conformal:
+            pp_cal = evaluate(bnn, guide, scaling, x[cal], y[cal], model.num_samples, model.seed + 1, factor)[1]
+            entry["conformal"] = conformal_eval.regression(pp_cal, y[cal], pp, y[te], model.conformal,
+                                                           model.conformal_score)
         if on_split is not None:
             on_split(k, bnn, guide, scaling, pp, {**rep, **entry})
         per_split.append(entry)
@@ -163,4 +176,9 @@ def summary(per_split: list[dict]) -> dict:
     if all("uncalibrated" in s for s in per_split):
         plain = [s["uncalibrated"] for s in per_split]
         out["uncalibrated"] = {k: mean_se([p[k] for p in plain]) for k in plain[0]}
+    if all("conformal" in s for s in per_split):
+        conf = [s["conformal"] for s in per_split]
+        out["conformal"] = {"level": conf[0]["level"], "score": conf[0]["score"],
+                            **{k: mean_se([c[k] for c in conf]) for k in
+                               ("conformal_coverage", "conformal_width", "bayes_coverage", "bayes_width")}}
     return out

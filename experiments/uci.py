@@ -15,7 +15,7 @@ import torch
 
 from pyrobnn.runs import write_json
 
-from . import open_run_dir
+from . import conformal_eval, open_run_dir
 from .options import option, out_option
 from .regression import RegressionConfig, over_splits, summary
 
@@ -88,6 +88,9 @@ def run(cfg: UCIConfig, resume_dir=None) -> dict:
               "per_split": per_split}
     write_json(run_dir / "metrics.json", result)
     (run_dir / "table.md").write_text(table([result]))
+    if model.conformal:
+        conformal_eval.regression_figure(run_dir, [s["conformal"] for s in per_split],
+                                         f"UCI {cfg.dataset}, {k_max} split(s): Bayesian vs conformal intervals")
     return {**result, "run_dir": str(run_dir)}
 
 
@@ -107,4 +110,9 @@ def table(results: list[dict]) -> str:
 def print_summary(res: dict) -> None:
     """What ``pyrobnn run uci`` prints when the run is done."""
     print(table([res]), end="")
+    if "conformal" in res:
+        c = res["conformal"]
+        print(f"conformal {c['level']:.0%} intervals ({c['score']}): coverage {c['conformal_coverage'][0]:.3f} ± "
+              f"{c['conformal_coverage'][1]:.3f}, width {c['conformal_width'][0]:.3f}; Bayesian coverage "
+              f"{c['bayes_coverage'][0]:.3f} ± {c['bayes_coverage'][1]:.3f}, width {c['bayes_width'][0]:.3f}")
     print(f"run directory: {res['run_dir']}")

@@ -136,6 +136,41 @@ def calibration_curve(curve: list[dict], title: str = "") -> Figure:
     return fig
 
 
+def coverage_width(curve: list[dict], title: str = "") -> Figure:
+    """Bayesian against conformal intervals: observed coverage (left) and mean width (right) at each nominal level
+    (``curve``: dicts with level, bayes_coverage, bayes_width, conformal_coverage, conformal_width)."""
+    lv = np.array([c["level"] for c in curve])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 4.3))
+    a1.plot([lv.min() - 0.05, 1], [lv.min() - 0.05, 1], color="grey", ls="--", lw=1, label="coverage = level")
+    for key, name, color in (("bayes", "Bayesian credible interval", "tab:blue"),
+                             ("conformal", "conformal (calibrated)", "tab:orange")):
+        a1.plot(lv, [c[f"{key}_coverage"] for c in curve], marker="o", color=color, label=name)
+        a2.plot(lv, [c[f"{key}_width"] for c in curve], marker="o", color=color, label=name)
+    a1.set_xlabel("nominal level")
+    a1.set_ylabel("observed coverage on the test rows")
+    a2.set_xlabel("nominal level")
+    a2.set_ylabel("mean interval width")
+    a1.legend(fontsize=8)
+    a2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def set_size_histogram(size_counts: Sequence[int], level: float, observed: float, title: str = "") -> Figure:
+    """How many classes the conformal prediction sets hold: a bar per set size (0 .. C)."""
+    counts = np.asarray(size_counts)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(np.arange(len(counts)), counts / max(1, counts.sum()), color="tab:orange")
+    ax.set_xticks(np.arange(len(counts)))
+    ax.set_xlabel("classes in the prediction set")
+    ax.set_ylabel("fraction of test inputs")
+    ax.set_title(title + ("\n" if title else "") + f"level {level:.0%}, observed coverage {observed:.1%}, "
+                 f"mean size {float((np.arange(len(counts)) * counts).sum() / max(1, counts.sum())):.2f}")
+    fig.tight_layout()
+    return fig
+
+
 def referral_curves(fractions: ArrayLike, curves: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
     f = 100 * np.asarray(fractions)
