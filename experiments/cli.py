@@ -7,6 +7,7 @@
     pyrobnn run mnist --data-dir ../shared/data/mnist
     pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
     pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
+    pyrobnn run continual --data-dir ../shared/data/mnist
     pyrobnn predict runs/egg/<stamp> --input 58,5 --input 60,6.5 [--num-samples 5000] [--plot out.png]
     pyrobnn report runs/egg/<stamp>
 
@@ -34,6 +35,8 @@ EPILOG = """examples:
   pyrobnn run mnist --data-dir ../shared/data/mnist
   pyrobnn run stocks --data-dir ../shared/data/stock_prices --tickers IBM AMZN
   pyrobnn run sentiment --data-dir ../shared/data/sentiment_labelled_sentences
+  pyrobnn run continual --data-dir ../shared/data/mnist
+  pyrobnn run boston --data ../shared/data/boston_housing/BostonHousing.csv --conformal 0.9
   pyrobnn predict runs/egg/20261122-101500 --input 58,5 --input 60,6.5   # see pyrobnn predict --help
   pyrobnn report runs/egg/20261122-101500
 
@@ -54,6 +57,8 @@ EXPERIMENTS = {
                "seed 003: Bayesian LSTM forecasting daily closes 7 days ahead with credible bands"),
     "sentiment": ("sentiment", "SentimentConfig",
                   "seed 000: Bayesian LSTM sentiment classifier with referral and out-of-domain checks"),
+    "continual": ("continual", "ContinualConfig",
+                  "variational continual learning on split MNIST: each posterior the next task's prior"),
 }
 
 

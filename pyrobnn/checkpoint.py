@@ -22,6 +22,7 @@ from torch import nn
 from . import rng
 from ._types import Guide, PathLike
 from .lift import BayesianNet
+from .priors import TensorNormal
 
 FORMAT = "pyrobnn-posterior/1"
 
@@ -57,10 +58,43 @@ def model_state(bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> dict
         "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
         "guide": {k: v.detach().cpu() for k, v in guide.state_dict().items()} if isinstance(guide, nn.Module) else {},
         "param_store": _param_store_state(guide, bnn, x_example[:1]),
+        "priors": tensor_priors(bnn),
     }
     for key in ("bnn", "guide", "param_store"):
         _finite_or_refuse(state[key], "posterior")
     return state
+
+
+def tensor_priors(bnn: BayesianNet) -> dict[str, torch.Tensor]:
+    """The tensors of every :class:`pyrobnn.priors.TensorNormal` prior, as ``{"<site>.loc": ..., "<site>.scale":
+    ...}`` (e.g. a previous posterior used as the prior: part of what the run trained against)."""
+    out = {}
+    for site, p in bnn.priors.items():
+        if isinstance(p, TensorNormal):
+            out[f"{site}.loc"], out[f"{site}.scale"] = p.loc.detach().cpu(), p.scale.detach().cpu()
+    return out
+
+
+def saved_priors(ck: dict) -> dict[str, TensorNormal]:
+    """The tensor priors a checkpoint (:func:`read_checkpoint`'s result) was trained with, by site, for
+    ``lift(..., priors=...)``."""
+    saved = ck.get("priors", {})
+    return {k[:-4]: TensorNormal(saved[k], saved[k[:-4] + ".scale"]) for k in saved if k.endswith(".loc")}
+
+
+def _check_priors(ck: dict, bnn: BayesianNet) -> None:
+    saved, current = ck.get("priors", {}), tensor_priors(bnn)
+    for key in sorted(set(saved) | set(current)):
+        site = key.rsplit(".", 1)[0]
+        if key not in saved:
+            raise ValueError(f"checkpoint does not match the priors: site {site!r} has a tensor prior here but "
+                             f"was trained without one")
+        if key not in current:
+            raise ValueError(f"checkpoint does not match the priors: site {site!r} was trained with a tensor prior "
+                             f"(checkpoint.saved_priors gives it) but has none here")
+        if saved[key].shape != current[key].shape or not torch.equal(saved[key], current[key]):
+            raise ValueError(f"checkpoint does not match the priors: the tensor prior of site {site!r} differs "
+                             f"from the one it was trained with (checkpoint.saved_priors gives that one)")
 
 
 def atomic_save(path: PathLike, payload: dict) -> Path:
@@ -122,8 +156,9 @@ def _check_shapes(saved: dict, current: dict, what: str):
 
 @torch.no_grad()
 def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> None:
-    """Copy saved tensors into bnn and guide in place (shapes checked first)."""
+    """Copy saved tensors into bnn and guide in place (shapes and tensor priors checked first)."""
     _check_shapes(ck["bnn"], bnn.state_dict(), "network")
+    _check_priors(ck, bnn)
     bnn.load_state_dict(ck["bnn"])
     x1 = x_example[:1].to(bnn.device)
     with rng.preserved(), poutine.block():

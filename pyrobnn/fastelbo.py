@@ -17,12 +17,13 @@ from .estimators import ESTIMATORS, stochastic_layers
 from .fused import sample_with_kl
 from .lift import BayesianNet
 from .priors import Normal as NormalPrior
+from .priors import TensorNormal
 
 
 def supports(bnn: BayesianNet, guide) -> bool:
     """True when (bnn, guide) is a pair this fast path computes exactly."""
     return (isinstance(guide, MeanFieldNormal) and list(guide.sites) == bnn.site_names
-            and all(type(p) is NormalPrior for p in bnn.priors.values()))
+            and all(type(p) in (NormalPrior, TensorNormal) for p in bnn.priors.values()))
 
 
 def _kl_normal(loc, scale, p_loc, p_scale) -> torch.Tensor:
@@ -50,14 +51,20 @@ class MeanFieldELBO:
     def _flat_priors(self, bnn, guide):
         key = (id(bnn), id(guide), guide.loc_flat.device)
         if key not in self._prior_cache:
-            parts = [(bnn.priors[k].loc, bnn.priors[k].scale, guide.shapes[k].numel()) for k in guide.sites]
-            if len({(m, s) for m, s, _ in parts}) == 1:  # one prior for every weight: plain numbers
-                self._prior_cache = {key: (float(parts[0][0]), float(parts[0][1]))}
+            priors = [bnn.priors[k] for k in guide.sites]
+            scalar = [(p.loc, p.scale) for p in priors if isinstance(p, NormalPrior)]
+            if len(scalar) == len(priors) and len(set(scalar)) == 1:  # one prior for every weight: plain numbers
+                self._prior_cache = {key: (float(scalar[0][0]), float(scalar[0][1]))}
             else:
                 dev = guide.loc_flat.device
-                loc = torch.cat([torch.full((n,), float(m), device=dev) for m, _, n in parts])
-                scale = torch.cat([torch.full((n,), float(s), device=dev) for _, s, n in parts])
-                self._prior_cache = {key: (loc, scale)}
+
+                def flat(p, attr, n):
+                    v = getattr(p, attr)
+                    return v.reshape(-1).to(dev) if isinstance(p, TensorNormal) else torch.full((n,), float(v),
+                                                                                                device=dev)
+                sizes = [guide.shapes[k].numel() for k in guide.sites]
+                self._prior_cache = {key: tuple(torch.cat([flat(p, a, n) for p, n in zip(priors, sizes)])
+                                                for a in ("loc", "scale"))}
         return self._prior_cache[key]
 
     def differentiable_loss(self, model, guide, x: torch.Tensor, y: torch.Tensor,

@@ -171,6 +171,30 @@ def set_size_histogram(size_counts: Sequence[int], level: float, observed: float
     return fig
 
 
+def continual_accuracy(runs: Mapping[str, Sequence[Sequence[float]]], task_names: Sequence[str],
+                       title: str = "") -> Figure:
+    """Continual learning: one panel per method, each task's test accuracy (a line from the task it arrived in)
+    against the number of tasks trained so far, and the average over the tasks seen (``runs[name][T][t]``)."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, (name, rows) in zip(axes[0], runs.items()):
+        n = len(rows)
+        for t in range(n):
+            ax.plot(range(t + 1, n + 1), [rows[k][t] for k in range(t, n)], marker="o", color=colors(t),
+                    label=f"task {task_names[t]}")
+        ax.plot(range(1, n + 1), [sum(r) / len(r) for r in rows], color="black", ls="--", lw=2,
+                label="average over tasks seen")
+        ax.set_xticks(range(1, n + 1))
+        ax.set_xlabel("tasks trained")
+        ax.set_title(f"{name}: average {sum(rows[-1]) / len(rows[-1]):.3f} after the last")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def referral_curves(fractions: ArrayLike, curves: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
     f = 100 * np.asarray(fractions)

@@ -93,6 +93,86 @@ class ScaleMixture(Prior):
         return dist.MixtureSameFamily(mix, comp)
 
 
+class TensorNormal(Prior):
+    """Normal(loc_i, scale_i) with a mean and a std for every element of the parameter (tensors of its shape), e.g.
+    a previous posterior used as the next prior (:func:`from_posterior`). Closed-form KL against a Normal guide, on
+    the fast path too; checkpoints hold the tensors."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        loc, scale = torch.as_tensor(loc, dtype=torch.float32), torch.as_tensor(scale, dtype=torch.float32)
+        if loc.shape != scale.shape:
+            raise ValueError(f"TensorNormal: loc {tuple(loc.shape)} and scale {tuple(scale.shape)} differ in shape")
+        if not torch.isfinite(loc).all() or not (torch.isfinite(scale) & (scale > 0)).all():
+            raise ValueError("TensorNormal: loc must be finite and scale finite and > 0 everywhere")
+        self.loc, self.scale = loc.detach(), scale.detach()
+
+    def _base(self, device: torch.device, dtype: torch.dtype) -> dist.TorchDistribution:
+        return dist.Normal(self.loc.to(device=device, dtype=dtype), self.scale.to(device=device, dtype=dtype))
+
+    def distribution(self, shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None,
+                     dtype: torch.dtype = torch.float32) -> dist.TorchDistribution:
+        shape = torch.Size(shape)
+        if shape != self.loc.shape:
+            raise ValueError(f"TensorNormal of shape {tuple(self.loc.shape)} given to a parameter of shape "
+                             f"{tuple(shape)}")
+        return self._base(torch.device(device or "cpu"), dtype).to_event(len(shape))
+
+    def config(self) -> dict:
+        return {"name": "TensorNormal", "shape": list(self.loc.shape), "mean_loc": float(self.loc.mean()),
+                "mean_scale": float(self.scale.mean())}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TensorNormal) and torch.equal(self.loc, other.loc) and \
+            torch.equal(self.scale, other.scale)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable tensors: not hashable
+
+    def __repr__(self) -> str:
+        return f"TensorNormal(shape={tuple(self.loc.shape)})"
+
+
+def from_posterior(bnn, posterior, inflate: float = 1.0, x=None, num_samples: int = 1000) -> dict[str, TensorNormal]:
+    """Per-parameter Normal priors from a posterior, for ``lift(..., priors=...)`` (Bayesian updating: the
+    posterior after one data set is the prior for the next; variational continual learning).
+
+    ``posterior``: a :class:`pyrobnn.MeanFieldNormal` guide (its means and stds, exactly), any other guide of
+    ``bnn`` (moments of ``num_samples`` draws; ``x``, a batch of inputs, is what the guide is called with), or a
+    dict of draws ``{site: [S, *shape]}``. ``inflate`` multiplies
+    every std (> 1 widens the prior, e.g. against over-confidence). Keys are the net's parameter names; the
+    tensors live on the net's device. The likelihood's own latent sites (e.g. a learned noise) are not included.
+    """
+    from .autoguides import MeanFieldNormal
+
+    _positive("inflate", inflate)
+    sites = list(bnn.net_sites)
+    if isinstance(posterior, MeanFieldNormal):
+        with torch.no_grad():
+            moments = {k: (posterior.loc[k].detach(), posterior.scale(k).detach()) for k in sites}
+    else:
+        if not isinstance(posterior, dict) and x is None:
+            raise ValueError("from_posterior: pass x (a batch of inputs) to draw from this guide")
+        draws = posterior if isinstance(posterior, dict) else _guide_draws(bnn, posterior, x, num_samples)
+        missing = [k for k in sites if k not in draws]
+        if missing:
+            raise ValueError(f"from_posterior: the posterior has no draws of {missing[0]!r} (a site of this net)")
+        moments = {}
+        for k in sites:
+            d = torch.as_tensor(draws[k]).detach()
+            if d.dim() < 1 or tuple(d.shape[1:]) != tuple(bnn.shapes[k]) or d.shape[0] < 2:
+                raise ValueError(f"from_posterior: draws of {k!r} must be [S >= 2, *{tuple(bnn.shapes[k])}]; "
+                                 f"got {tuple(d.shape)}")
+            moments[k] = (d.mean(0), d.std(0).clamp_min(1e-12))
+    dev = bnn.device
+    return {k: TensorNormal(m.to(dev), (s * inflate).to(dev)) for k, (m, s) in moments.items()}
+
+
+def _guide_draws(bnn, guide, x, num_samples: int) -> dict[str, torch.Tensor]:
+    from .predictive import _weight_draws
+
+    with torch.no_grad():
+        return _weight_draws(bnn, guide, torch.as_tensor(x).to(bnn.device), int(num_samples))
+
+
 PRIORS: dict[str, type[Prior]] = {"normal": Normal, "laplace": Laplace, "scale_mixture": ScaleMixture}
 
 #: What ``lift`` accepts for a prior: a Prior, a name from ``PRIORS``, ``{"name": ..., **params}``, or ``None``

@@ -18,6 +18,13 @@ def pair(kind):
         net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 4))
         bnn = pyrobnn.lift(net, prior=priors.Normal(0.1, 0.7), priors={"2.bias": priors.Normal(0, 2)})
         x, y = torch.randn(20, 3), torch.randint(0, 4, (20,))
+    elif kind == "tensor priors":  # a previous posterior as the prior of two layers, scalar Normals elsewhere
+        net = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 4))
+        g = torch.Generator().manual_seed(5)
+        tensor = {n: priors.TensorNormal(torch.randn(p.shape, generator=g), torch.rand(p.shape, generator=g) + 0.2)
+                  for n, p in net.named_parameters() if n.startswith("0.")}
+        bnn = pyrobnn.lift(net, prior=priors.Normal(0.0, 0.5), priors=tensor)
+        x, y = torch.randn(20, 3), torch.randint(0, 4, (20,))
     else:
         net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
         lik = likelihoods.Normal(scale=None, log_scale_prior=priors.Normal(math.log(0.5), 1.0))
@@ -26,7 +33,7 @@ def pair(kind):
     return bnn, MeanFieldNormal(bnn, init_scale=0.3), x, y
 
 
-@pytest.mark.parametrize("kind", ["classification", "regression"])
+@pytest.mark.parametrize("kind", ["classification", "regression", "tensor priors"])
 @pytest.mark.parametrize("particles", [1, 8])
 def test_same_loss_and_gradients_as_tracemeanfield(kind, particles):
     bnn, guide, x, y = pair(kind)
