@@ -32,10 +32,12 @@ class StepGuard:
 
     def observe(self, step: int, loss: torch.Tensor, grads: list[torch.Tensor]) -> None:
         """Note whether this step's loss and gradients are finite (device operations only): one sum in float64,
-        which no finite float32 gradient overflows and any NaN or inf makes non-finite."""
-        total = loss.detach().to(torch.float64)
+        which no finite float32 gradient overflows and any NaN or inf makes non-finite (float32 on Apple's MPS,
+        which has no float64)."""
+        wide = torch.float32 if loss.device.type == "mps" else torch.float64
+        total = loss.detach().to(wide)
         for g in grads:
-            total = total + g.sum(dtype=torch.float64)
+            total = total + g.sum(dtype=wide)
         ok = torch.isfinite(total)
         first = (self.bad_step < 0) & ~ok
         self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)

@@ -19,7 +19,7 @@ from tests.conftest import data_file, fashion_dir
 
 def test_uci_concrete_conformal_coverage_over_splits(tmp_path, capsys):
     root = data_file("uci_regression/concrete/data/data.txt").parents[2]
-    model = RegressionConfig(steps=200, num_samples=200, conformal=0.9)
+    model = RegressionConfig(steps=100, num_samples=100, conformal=0.9)
     res = run(UCIConfig(dataset="concrete", splits=10, data_dir=str(root), model=model, out=str(tmp_path),
                         progress=False))
     c = res["conformal"]
