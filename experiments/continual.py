@@ -3,7 +3,8 @@ for the next.
 
 Five tasks of two digits each (0/1, 2/3, 4/5, 6/7, 8/9), a shared MLP body with one two-way head per task
 (multi-head). As in VCL the first task's posterior means start from a deterministic fit. Task t trains the body
-and head t by the mean-field ELBO (4 particles) whose prior on the body is the posterior after task t - 1
+and head t by the mean-field ELBO (4 particles; a lower learning rate after the first task) whose prior on the
+body is the posterior after task t - 1
 (``priors.from_posterior``), the guide starting from that posterior; head t has the
 N(0, 1) prior. After every task each task seen so far is scored with the latest body and its own head. The baseline
 fine-tunes the same deterministic net task after task (Adam, the same epochs and batches, no prior). Each finished
@@ -46,7 +47,8 @@ class ContinualConfig:
     prior_scale: float = option(1.0, "std of the Normal prior before the first task (VCL's N(0, 1))")
     mle_init: bool = option(True, "do not start the first task's posterior means from a deterministic fit "
                                   "(VCL does)", flag="--no-mle-init")
-    vi_lr: float = option(1e-2, "learning rate of the variational fits")
+    vi_lr: float = option(1e-2, "learning rate of the first task's variational fit")
+    vi_lr_later: float = option(3e-3, "learning rate of the later tasks' fits (they start at the previous posterior)")
     num_particles: int = option(4, "ELBO particles (vectorised)", minimum=1)
     num_samples: int = option(100, "posterior draws for scoring", minimum=1)
     seed: int = seed_option()
@@ -166,7 +168,8 @@ def vcl(cfg: ContinualConfig, tasks, run_dir: Path, resume: bool) -> list[list[f
             guide = pyrobnn.MeanFieldNormal(bnn, init_scale=cfg.init_scale)
             if guides:  # start where the previous posterior ended
                 _copy_sites(guide, guides[-1], "body.")
-            hist = pyrobnn.fit(bnn, guide, (xt, yt), epochs=cfg.epochs, lr=cfg.vi_lr, batch_size=cfg.batch_size,
+            hist = pyrobnn.fit(bnn, guide, (xt, yt), epochs=cfg.epochs, lr=cfg.vi_lr if t == 0 else cfg.vi_lr_later,
+                               batch_size=cfg.batch_size,
                                num_particles=cfg.num_particles,
                                seed=cfg.seed + t, device=cfg.device, progress=cfg.progress,
                                checkpoint=run_dir / "train_state.pt", resume=resume,
