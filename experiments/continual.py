@@ -21,14 +21,13 @@ from pathlib import Path
 import pyro
 import torch
 from torch import nn
-from torch.nn.functional import cross_entropy
 
 import pyrobnn
 from pyrobnn import plots, priors
 from pyrobnn.checkpoint import load_posterior, read_checkpoint, save_posterior, saved_priors
 from pyrobnn.runs import EpochLog, write_json
 
-from . import open_run_dir, stop_if_interrupted, write_results
+from . import open_run_dir, stop_if_interrupted, train_plain, write_results
 from .mnist import read_set
 from .options import device_option, option, out_option, seed_option
 
@@ -101,17 +100,6 @@ def load(cfg: ContinualConfig):
     return [(task_data(x[tr], y[tr], c), task_data(x[te], y[te], c)) for c in TASKS], root
 
 
-def train_plain(net: nn.Module, x, y, cfg: ContinualConfig, g: torch.Generator) -> None:
-    """Deterministic training: Adam, cross-entropy, ``cfg.epochs`` shuffled epochs."""
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    for _ in range(cfg.epochs):
-        for idx in torch.randperm(len(y), generator=g).split(cfg.batch_size):
-            loss = cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-
 def fine_tuning(cfg: ContinualConfig, tasks) -> list[list[float]]:
     """The baseline: one deterministic body and heads trained task after task; accuracy[t_trained][t_scored]."""
     torch.manual_seed(cfg.seed)
@@ -119,7 +107,7 @@ def fine_tuning(cfg: ContinualConfig, tasks) -> list[list[float]]:
     g = torch.Generator().manual_seed(cfg.seed)
     rows = []
     for t, ((xt, yt), _) in enumerate(tasks):
-        train_plain(TaskNet(body, heads[t]), xt, yt, cfg, g)
+        train_plain(TaskNet(body, heads[t]), xt, yt, cfg.epochs, cfg.lr, cfg.batch_size, g)
         with torch.no_grad():
             rows.append([float((TaskNet(body, heads[s])(xs).argmax(1) == ys).float().mean())
                          for s, (_, (xs, ys)) in enumerate(tasks[:t + 1])])
@@ -150,7 +138,8 @@ def vcl(cfg: ContinualConfig, tasks, run_dir: Path, resume: bool) -> list[list[f
     body = Body(cfg.hidden)
     heads = [nn.Linear(cfg.hidden[-1], 2) for _ in TASKS]
     if cfg.mle_init:  # VCL's start: the first task's means from a maximum-likelihood fit
-        train_plain(TaskNet(body, heads[0]), *tasks[0][0], cfg, torch.Generator().manual_seed(cfg.seed + 1))
+        train_plain(TaskNet(body, heads[0]), *tasks[0][0], cfg.epochs, cfg.lr, cfg.batch_size,
+                    torch.Generator().manual_seed(cfg.seed + 1))
     guides: list = []  # the guide after each task (head t's posterior lives in guides[t])
     prior_next = None
     rows = json.loads((run_dir / "vcl_accuracy.json").read_text()) if resume and \

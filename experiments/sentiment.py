@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pyro
 import torch
-from torch.nn.functional import cross_entropy
 
 import pyrobnn
 from pyrobnn import metrics, plots, priors
@@ -31,7 +30,7 @@ from pyrobnn.models.sequence import SentimentLSTM
 from pyrobnn.runs import EpochLog, write_json
 from pyrobnn.text import Vocabulary
 
-from . import open_run_dir, print_model_table, stop_if_interrupted, write_results
+from . import open_run_dir, print_model_table, stop_if_interrupted, train_plain, write_results
 from .options import device_option, option, out_option, seed_option
 
 SOURCES = {"amazon": "amazon_cells_labelled.txt", "imdb": "imdb_labelled.txt", "yelp": "yelp_labelled.txt"}
@@ -137,15 +136,8 @@ def _train_bayesian(net, x, y, cfg, checkpoint, resume, callback=None):
 
 
 def _train_deterministic(net, x, y, cfg):
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.det_epochs):
-        for idx in torch.randperm(len(y), generator=g).split(cfg.batch_size):
-            loss = cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    return train_plain(net, x, y, cfg.det_epochs, cfg.lr, cfg.batch_size,
+                       torch.Generator().manual_seed(cfg.seed)).eval()
 
 
 def shuffle_words(texts: list[str], seed: int) -> list[str]:
