@@ -161,9 +161,12 @@ def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: tor
     _check_priors(ck, bnn)
     bnn.load_state_dict(ck["bnn"])
     x1 = x_example[:1].to(bnn.device)
+    adopt = getattr(guide, "adopt_state", None)  # a guide whose tensors' sizes come from the file (MCMC draws)
+    if adopt is not None:
+        adopt(ck["guide"])
     with rng.preserved(), poutine.block():
         guide(x1)  # materialise lazy parameters
-    if isinstance(guide, nn.Module):
+    if isinstance(guide, nn.Module) and adopt is None:
         _check_shapes(ck["guide"], guide.state_dict(), "guide")
         guide.load_state_dict(ck["guide"])
     unconstrained = dict(pyro.get_param_store().named_parameters())

@@ -52,7 +52,8 @@ def to_inference_data(bnn: BayesianNet, guide, x: torch.Tensor | None = None, nu
                       seed: int | None = None, y: torch.Tensor | None = None) -> Any:
     """``arviz.InferenceData`` of the posterior ``guide`` approximates for ``bnn``.
 
-    Groups: ``posterior`` (every lifted weight and latent site, dims ``chain`` (1), ``draw``
+    Groups: ``posterior`` (every lifted weight and latent site, dims ``chain`` (1; an
+    :class:`pyrobnn.mcmc.MCMCPosterior` gives its chains and all its draws, ``num_samples`` unused), ``draw``
     (``num_samples``) and ``<site>_dim_<i>`` per parameter dim); with ``x``,
     ``posterior_predictive`` (variable ``"obs"``: y sampled from the likelihood once per weight
     draw and input, ``[chain, draw, obs_dim_0, ...]``); with ``y`` (needs ``x``),
@@ -74,8 +75,15 @@ def to_inference_data(bnn: BayesianNet, guide, x: torch.Tensor | None = None, nu
     if isinstance(guide, nn.Module):
         guide.to(bnn.device)
 
+    chains = 1
+    if hasattr(guide, "draws_per_chain"):  # an MCMCPosterior: every draw, chain by chain
+        chains, num_samples = guide.num_chains, guide.num_chains * guide.draws_per_chain
     draws = _weight_draws(bnn, guide, _example_input(bnn, x), num_samples)
-    posterior = {k: v.detach().cpu().numpy()[None] for k, v in draws.items()}
+
+    def by_chain(t: torch.Tensor):
+        return t.detach().cpu().reshape(chains, -1, *t.shape[1:]).numpy()
+
+    posterior = {k: by_chain(v) for k, v in draws.items()}
     dims = {k: _site_dims(k, bnn.shapes[k]) for k in draws}
     groups = {"posterior": posterior}
 
@@ -86,12 +94,12 @@ def to_inference_data(bnn: BayesianNet, guide, x: torch.Tensor | None = None, nu
         latents = {k: v for k, v in draws.items() if k not in bnn.net_sites}
         pp = PosteriorPredictive(torch.cat(outs), bnn.likelihood, latents)
         obs = pp.draws
-        groups["posterior_predictive"] = {"obs": obs.cpu().numpy()[None]}
+        groups["posterior_predictive"] = {"obs": by_chain(obs)}
         dims["obs"] = [f"obs_dim_{i}" for i in range(obs.dim() - 1)]
         if y is not None:
             target = y if pp.kind == "regression" else y.long()
             groups["observed_data"] = {"obs": target.cpu().numpy()}
-            groups["log_likelihood"] = {"obs": pp.distribution().log_prob(target).cpu().numpy()[None]}
+            groups["log_likelihood"] = {"obs": by_chain(pp.distribution().log_prob(target))}
 
     idata = az.from_dict(**groups, dims=dims)
     for name in idata.groups():
