@@ -15,3 +15,4 @@ fi
 .venv-bench/bin/python benchmarks/step_time.py "$@"
 .venv-bench/bin/python benchmarks/fit_time.py
 .venv-bench/bin/python benchmarks/predictive_time.py
+.venv-bench/bin/python benchmarks/nuts_time.py

@@ -5,6 +5,9 @@ Normal, so ``TraceMeanField_ELBO`` uses the closed-form KL to a Normal prior (ze
 ``auto_normal`` wires Pyro's ``AutoNormal`` in with non-symmetric initial means; note that it
 samples in unconstrained space and puts a Delta at the site, so its KL is always estimated by
 sampling.
+``low_rank`` (a Normal over all weights whose covariance is low-rank plus diagonal) and ``structured`` (a
+full-covariance Normal on chosen layers, by default the last, mean-field elsewhere) are Pyro's
+``AutoLowRankMultivariateNormal`` and ``AutoStructured`` wired in the same way.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any, Callable, Union
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import AutoGuide, AutoLowRankMultivariateNormal, AutoNormal, AutoStructured
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 from torch import nn
 from torch.nn.functional import softplus
@@ -137,23 +140,52 @@ class MeanFieldNormal(nn.Module):
 def auto_normal(bnn: BayesianNet, init: Init = "net", init_scale: float = 0.1) -> AutoNormal:
     """Pyro's AutoNormal on ``bnn.model``, initialised off zero (from the net or a prior draw) so
     hidden units are not symmetric."""
-    if not init_scale > 0:
-        raise ValueError(f"init_scale must be > 0; got {init_scale!r}")
-    if init == "prior":
-        loc_fn = init_to_sample
-    else:
-        loc_fn = init_to_value(values=_init_locs(bnn, init))
+    loc_fn = _loc_fn(bnn, init, init_scale)
     # Built on the weights-only model: the observation site is not the guide's business (an
     # unobserved discrete "obs" at prediction time would otherwise break AutoNormal's setup).
     return AutoNormal(bnn.sample_weights, init_loc_fn=loc_fn, init_scale=init_scale)
 
 
-GUIDES: dict[str, Callable[..., MeanFieldNormal | AutoNormal]] = {"meanfield": MeanFieldNormal,
-                                                                  "autonormal": auto_normal}
+def _loc_fn(bnn: BayesianNet, init: Init, init_scale: float):
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be > 0; got {init_scale!r}")
+    return init_to_sample if init == "prior" else init_to_value(values=_init_locs(bnn, init))
 
 
-def make_guide(name: str, bnn: BayesianNet, **kwargs: Any) -> MeanFieldNormal | AutoNormal:
-    """An automatic guide by name: ``"meanfield"`` or ``"autonormal"``."""
+def low_rank(bnn: BayesianNet, rank: int = 10, init: Init = "net", init_scale: float = 0.1) -> AutoGuide:
+    """Pyro's ``AutoLowRankMultivariateNormal`` over every weight at once: covariance ``W W^T + diag``
+    with ``W`` of ``rank`` columns (correlations between all weights, at ``rank`` times the mean-field cost)."""
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"rank must be an integer >= 1; got {rank!r}")
+    return AutoLowRankMultivariateNormal(bnn.sample_weights, rank=rank, init_loc_fn=_loc_fn(bnn, init, init_scale),
+                                         init_scale=init_scale)
+
+
+def last_layer(bnn: BayesianNet) -> list[str]:
+    """The sites of the net's last parametrised module (e.g. the output layer's weight and bias)."""
+    owners = [k.rpartition(".")[0] for k in bnn.net_sites]
+    return [k for k, o in zip(bnn.net_sites, owners) if o == owners[-1]]
+
+
+def structured(bnn: BayesianNet, full: list[str] | None = None, init: Init = "net",
+               init_scale: float = 0.1) -> AutoGuide:
+    """Pyro's ``AutoStructured``: a full-covariance Normal on each site in ``full`` (default: the last layer's,
+    :func:`last_layer`), an independent Normal on every other weight."""
+    full = last_layer(bnn) if full is None else list(full)
+    unknown = [k for k in full if k not in bnn.site_names]
+    if unknown:
+        raise ValueError(f"structured: {unknown[0]!r} is not a site of the net; sites are {bnn.site_names}")
+    conditionals: dict[str, str | Callable[..., Any]] = {k: ("mvn" if k in full else "normal") for k in bnn.site_names}
+    return AutoStructured(bnn.sample_weights, conditionals=conditionals, init_loc_fn=_loc_fn(bnn, init, init_scale),
+                          init_scale=init_scale)
+
+
+GUIDES: dict[str, Callable[..., Any]] = {
+    "meanfield": MeanFieldNormal, "autonormal": auto_normal, "lowrank": low_rank, "structured": structured}
+
+
+def make_guide(name: str, bnn: BayesianNet, **kwargs: Any) -> MeanFieldNormal | AutoGuide:
+    """An automatic guide by name: ``"meanfield"``, ``"autonormal"``, ``"lowrank"`` or ``"structured"``."""
     if name not in GUIDES:
         raise ValueError(f"unknown guide {name!r}; choose one of {sorted(GUIDES)}")
     return GUIDES[name](bnn, **kwargs)

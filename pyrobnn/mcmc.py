@@ -236,7 +236,7 @@ def _run(potential_fn, init: torch.Tensor, num_samples: int, warmup_steps: int, 
     return draws, {
         "divergences": [len(diag["divergences"][f"chain {i}"]) for i in range(n)],
         "accept_rate": [float(diag["acceptance rate"][f"chain {i}"]) for i in range(n)],
-        "step_size": [float(kernel.step_size)] * n,
+        "step_size": [float(kernel.step_size) if chains == 1 else float("nan")] * n,  # Pyro's chains keep theirs
         "grad_evals": [calls[0] if chains == 1 else float("nan")] * n,
         "seconds": [seconds / n] * n,
     }

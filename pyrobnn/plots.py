@@ -195,6 +195,32 @@ def continual_accuracy(runs: Mapping[str, Sequence[Sequence[float]]], task_names
     return fig
 
 
+def probability_curves(grid: ArrayLike, curves: Mapping[str, ArrayLike], band: tuple[ArrayLike, ArrayLike],
+                       class_names: Sequence[str], grid_name: str, band_name: str = "reference 5-95%",
+                       title: str = "") -> Figure:
+    """Class probabilities along a 1-D slice of the inputs: one panel per class, one line per method (``curves[name]``
+    ``[G, C]`` mean probabilities; the first is drawn black, as the reference) and the reference's per-draw band
+    ``band = (low, high)``, each ``[G, C]``."""
+    g = _np(grid)
+    lo, hi = _np(band[0]), _np(band[1])
+    fig, axes = plt.subplots(1, len(class_names), figsize=(4.6 * len(class_names), 4.0), sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for c, (ax, cname) in enumerate(zip(axes[0], class_names)):
+        ax.fill_between(g, lo[:, c], hi[:, c], color="grey", alpha=0.3, label=band_name)
+        for i, (name, probs) in enumerate(curves.items()):
+            ax.plot(g, _np(probs)[:, c], color="black" if i == 0 else colors(i - 1), lw=2.2 if i == 0 else 1.4,
+                    ls="-" if i == 0 else "--", label=name)
+        ax.set_title(f"P({cname})")
+        ax.set_xlabel(grid_name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("predictive probability")
+    axes[0][-1].legend(fontsize=8, loc="center right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def referral_curves(fractions: ArrayLike, curves: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
     f = 100 * np.asarray(fractions)

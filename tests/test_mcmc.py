@@ -2,6 +2,7 @@
 the posterior through predict, Pyro's Predictive, checkpoints and ArviZ."""
 import json
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -166,6 +167,11 @@ def test_sequential_chains_run_independently_and_hmc_samples():
     st = post.stats()
     assert st["method"] == "sequential" and len(st["step_size"]) == 2 and st["step_size"][0] != st["step_size"][1]
     assert post.samples["obs_log_scale"].shape == (40,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pyro runs them in turn where cores are short, and says so
+        multi = nuts(bnn, (x, y), num_samples=10, warmup_steps=10, num_chains=2, chain_method="parallel",
+                     max_tree_depth=4, seed=3, progress=False)
+    assert multi.draws.shape == (2, 10, post.layout.dim) and not torch.equal(multi.draws[0], multi.draws[1])
     hmc = nuts(bnn, (x, y), num_samples=50, warmup_steps=100, kernel="hmc", trajectory_length=0.3, seed=3,
                progress=False)
     assert hmc.stats()["accept_rate"][0] > 0.5 and hmc.samples["b.weight"].std(0).min() > 0

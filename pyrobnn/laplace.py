@@ -1,0 +1,151 @@
+"""The Laplace approximation: a Normal at the MAP whose precision is the curvature of the log joint there.
+
+``LaplaceGuide(bnn)`` is a MAP guide while it trains (a point mass at every weight, so ``fit`` maximises
+log prior + log-likelihood), then ``approximate((x, y), mode)`` puts a Normal around that point:
+
+- ``"full"``: the exact Hessian of -log joint over every sample site (D x D; nets up to ``MAX_FULL`` weights);
+- ``"last_layer"``: the exact Hessian over the last layer's sites, the diagonal elsewhere;
+- ``"diagonal"``: per weight, the prior precision plus the empirical Fisher (sum over rows of the squared
+  per-row gradient of the log-likelihood), for nets of any size.
+
+Away from an exact optimum, and for ReLU nets in general, the Hessian can have directions of negative or
+near-zero curvature; their eigenvalues are raised to the smallest prior precision (what the prior alone
+gives every direction), so the covariance is never wider than the prior's.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.func import grad, hessian, vmap
+
+from ._types import ArrayLike
+from .autoguides import Init, _init_locs, last_layer
+from .lift import BayesianNet
+from .potential import FlatLayout, _normal_terms, log_joint
+
+MODES = ("full", "last_layer", "diagonal")
+MAX_FULL = 5000  # weights for which the full D x D Hessian is built
+
+
+class LaplaceGuide(nn.Module):
+    """A point mass at ``loc`` (trained by ``fit``), then, after :meth:`approximate`, the Normal
+    ``loc + diag * eps`` with the sites of ``block_index`` drawn jointly as ``loc[idx] + block @ eps``."""
+
+    block: torch.Tensor
+    block_index: torch.Tensor
+    diag: torch.Tensor
+
+    def __init__(self, bnn: BayesianNet, init: Init = "net"):
+        super().__init__()
+        self.layout = FlatLayout(bnn)
+        self.loc = nn.Parameter(self.layout.join(_init_locs(bnn, init)).detach().clone())
+        self.register_buffer("diag", torch.zeros(0))
+        self.register_buffer("block", torch.zeros(0, 0))
+        self.register_buffer("block_index", torch.zeros(0, dtype=torch.long))
+
+    @property
+    def approximated(self) -> bool:
+        """True once :meth:`approximate` has put a Normal around the MAP."""
+        return self.diag.numel() > 0
+
+    def sample_flat(self, n: int) -> torch.Tensor:
+        """``[n, D]`` draws (all equal to the MAP before :meth:`approximate`)."""
+        loc = self.loc.detach()
+        if not self.approximated:
+            return loc.expand(n, -1).clone()
+        draws = loc + torch.randn(n, loc.numel(), device=loc.device, dtype=loc.dtype) * self.diag
+        if self.block_index.numel():
+            eps = torch.randn(n, self.block_index.numel(), device=loc.device, dtype=loc.dtype)
+            draws[:, self.block_index] = loc[self.block_index] + eps @ self.block.T
+        return draws
+
+    def sample_posterior(self, num_samples: int) -> dict[str, torch.Tensor]:
+        """``{site: [n, *shape]}``."""
+        return self.layout.split(self.sample_flat(num_samples))
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """A Pyro guide: Delta sites at the MAP (while fitting) or at one draw of the approximation."""
+        w = self.loc if not self.approximated else self.sample_flat(1)[0]
+        return {k: pyro.sample(k, dist.Delta(v, event_dim=v.dim())) for k, v in self.layout.split(w).items()}
+
+    def adopt_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take a saved state whatever its mode (what ``load_posterior`` calls)."""
+        if set(state) != set(self.state_dict()) or state["loc"].shape != self.loc.shape:
+            raise ValueError(f"checkpoint does not match the guide: not a LaplaceGuide of a net with "
+                             f"{self.loc.numel()} weights")
+        with torch.no_grad():
+            self.loc.copy_(state["loc"])
+        for name in ("diag", "block", "block_index"):
+            setattr(self, name, state[name].clone().to(self.loc.device))
+
+    @torch.no_grad()
+    def approximate(self, bnn: BayesianNet, data: tuple[ArrayLike, ArrayLike], mode: str = "full") -> LaplaceGuide:
+        """Put the Normal around the current ``loc`` from the full data ``(x, y)``; returns self."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        if mode == "full" and self.layout.dim > MAX_FULL:
+            raise ValueError(f"a full Hessian of {self.layout.dim:,} weights needs {self.layout.dim ** 2:.2g} "
+                             f"numbers (MAX_FULL={MAX_FULL}); use mode='last_layer' or 'diagonal'")
+        x, y = bnn.check_inputs(*data)
+        x, y = x.to(bnn.device), y.to(bnn.device)
+        w = self.loc.detach()
+        loc_p, inv_p, _ = _normal_terms(bnn, self.layout, w)
+        prior_prec = inv_p ** 2
+        floor = float(prior_prec[prior_prec > 0].min()) if (prior_prec > 0).any() else 1e-3
+        was = bnn.training
+        try:
+            bnn.eval()
+            with bnn.frozen_buffers(), torch.enable_grad():
+                index = torch.arange(self.layout.dim, device=w.device) if mode == "full" else \
+                    self._sites_index(last_layer(bnn) if mode == "last_layer" else [])
+                prec = prior_prec.clamp_min(floor) + self._fisher_diag(bnn, w, x, y) if mode != "full" else None
+                block = self._block_factor(bnn, w, x, y, index, floor) if index.numel() else torch.zeros(0, 0)
+        finally:
+            bnn.train(was)
+        diag = torch.zeros_like(w) if prec is None else prec.rsqrt()
+        diag[index] = 0.0
+        self.diag, self.block, self.block_index = diag, block.to(w), index
+        return self
+
+    def _sites_index(self, sites: list[str]) -> torch.Tensor:
+        start, idx = 0, []
+        for k, n in zip(self.layout.sites, self.layout.sizes):
+            if k in sites:
+                idx.append(torch.arange(start, start + n))
+            start += n
+        return torch.cat(idx).to(self.loc.device) if idx else torch.zeros(0, dtype=torch.long, device=self.loc.device)
+
+    def _block_factor(self, bnn, w, x, y, index, floor) -> torch.Tensor:
+        """``A`` with ``A A^T`` = the inverse Hessian of -log joint over ``w[index]`` (the rest held at the MAP),
+        eigenvalues raised to ``floor``."""
+        def energy(sub):
+            return -log_joint(bnn, w.index_put((index,), sub), x, y)
+
+        with warnings.catch_warnings():  # torch's forward-mode AD announces a deprecation of its own internals
+            warnings.simplefilter("ignore", DeprecationWarning)
+            h = hessian(energy)(w[index].clone())
+        h = 0.5 * (h + h.T)
+        evals, evecs = torch.linalg.eigh(h.double())
+        return (evecs * evals.clamp_min(floor).rsqrt()).to(w.dtype)
+
+    @staticmethod
+    def _fisher_diag(bnn, w, x, y, chunk: int = 256) -> torch.Tensor:
+        """Sum over rows of the squared per-row gradient of the log-likelihood, ``[D]``."""
+        layout = FlatLayout(bnn)
+
+        def row_log_lik(wv, xr, yr):
+            values = layout.split(wv)
+            out = bnn.forward(xr[None], values)
+            latents = {k: v for k, v in values.items() if k not in bnn.net_sites}
+            return bnn.likelihood.distribution(out, latents).log_prob(yr[None]).sum()
+
+        per_row = vmap(grad(row_log_lik), in_dims=(None, 0, 0))
+        total = torch.zeros_like(w)
+        for i in range(0, x.shape[0], chunk):
+            total += per_row(w, x[i:i + chunk], y[i:i + chunk]).pow(2).sum(0)
+        return total

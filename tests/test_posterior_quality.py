@@ -1,0 +1,134 @@
+"""The approximations compared against NUTS: low-rank, structured and Laplace guides through fit, predict and
+Pyro's Predictive, the Laplace curvature against a closed form, and the posterior-quality experiment end to end."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import pytest
+import torch
+from pyro.infer import Predictive
+from torch import nn
+
+import pyrobnn
+from pyrobnn import checkpoint, likelihoods, priors
+from pyrobnn.autoguides import last_layer, low_rank, make_guide, structured
+from pyrobnn.laplace import LaplaceGuide
+from pyrobnn.mcmc import MCMCPosterior
+from pyrobnn.models.egg import EggNet
+from pyrobnn.models.mnist import mlp
+
+
+class TwoPath(nn.Module):
+    """A classifier of its own: two hidden paths joined by a product, standardising its own inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mu", torch.tensor([55.0, 4.5]))
+        self.register_buffer("sd", torch.tensor([5.0, 1.8]))
+        self.p, self.q, self.head = nn.Linear(2, 6), nn.Linear(2, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        z = (x - self.mu) / self.sd
+        return self.head(torch.relu(self.p(z)) * torch.sigmoid(self.q(z)))
+
+
+def _eggs(egg_csv):
+    df = pd.read_csv(egg_csv, index_col=0)
+    x = torch.tensor(df[["weight", "time"]].to_numpy(), dtype=torch.float32)
+    return x[:-50], torch.tensor(df["outcome"].to_numpy())[:-50], x[-50:]
+
+
+@pytest.mark.parametrize("name", ["lowrank", "structured", "laplace"])
+def test_new_guides_train_and_predict_on_real_eggs(egg_csv, name):
+    x, y, xt = _eggs(egg_csv)
+    torch.manual_seed(0)
+    bnn = pyrobnn.lift(TwoPath())
+    guide = LaplaceGuide(bnn) if name == "laplace" else make_guide(name, bnn, **({"rank": 4} if name == "lowrank"
+                                                                                  else {}))
+    guide(x[:1])  # materialise lazy parameters, to compare after training
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    before.update({k: v.detach().clone() for k, v in getattr(guide, "named_parameters", lambda: [])()})
+    hist = pyrobnn.fit(bnn, guide, (x, y), epochs=15, lr=2e-2, batch_size=64, loss="trace", seed=0, progress=False)
+    after = dict(pyro.get_param_store().items())
+    after.update(dict(getattr(guide, "named_parameters", lambda: [])()))
+    assert before and all(not torch.equal(v, after[k].detach()) for k, v in before.items())
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    if name == "laplace":
+        guide.approximate(bnn, (x, y), "full")
+    pp = pyrobnn.predict(bnn, guide, xt, num_samples=200, seed=0)
+    assert pp.outputs.shape == (200, 50, 3) and pp.outputs.std(0).min() > 0  # a spread, not a point
+    pred = Predictive(bnn.model, guide=guide, num_samples=20, return_sites=["obs"])(xt)
+    assert pred["obs"].shape == (20, 50)
+
+
+def test_structured_is_full_on_the_last_layer_and_low_rank_checks_rank():
+    bnn = pyrobnn.lift(TwoPath())
+    assert last_layer(bnn) == ["head.weight", "head.bias"]
+    g = structured(bnn)
+    assert {k: v for k, v in g.conditionals.items() if v == "mvn"} == {"head.weight": "mvn", "head.bias": "mvn"}
+    with pytest.raises(ValueError, match="rank must be an integer >= 1"):
+        low_rank(bnn, rank=0)
+    with pytest.raises(ValueError, match="'nope' is not a site"):
+        structured(bnn, full=["nope"])
+
+
+def test_laplace_of_linear_regression_is_the_exact_posterior():
+    torch.manual_seed(0)
+    x = torch.randn(60, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + 0.5 * torch.randn(60)
+    net = nn.Linear(3, 1)
+    bnn = pyrobnn.lift(net, prior=priors.Normal(0, 2.0), likelihood=likelihoods.Normal(scale=0.5))
+    design = torch.cat([x, torch.ones(60, 1)], 1)  # weight then bias, the site order
+    precision = design.T @ design / 0.25 + torch.eye(4) / 4.0
+    cov = torch.linalg.inv(precision)
+    mean = cov @ design.T @ y / 0.25
+    guide = LaplaceGuide(bnn)
+    with torch.no_grad():
+        guide.loc.copy_(mean)
+    guide.approximate(bnn, (x, y), "full")
+    torch.testing.assert_close(guide.block @ guide.block.T, cov, rtol=1e-4, atol=1e-6)
+    draws = guide.sample_flat(20000)
+    torch.testing.assert_close(draws.mean(0), mean, atol=4 * cov.diag().sqrt().max() / 100, rtol=0)
+    diag = LaplaceGuide(bnn)
+    with torch.no_grad():
+        diag.loc.copy_(mean)
+    diag.approximate(bnn, (x, y), "diagonal")
+    assert diag.block_index.numel() == 0 and (diag.diag > 0).all() and (diag.diag <= 2.0).all()
+
+
+def test_laplace_modes_and_refusals():
+    bnn = pyrobnn.lift(TwoPath())
+    x, y = torch.randn(30, 2) * 5 + 50, torch.randint(0, 3, (30,))
+    g = LaplaceGuide(bnn).approximate(bnn, (x, y), "last_layer")
+    assert g.block.shape == (21, 21) and (g.diag[g.block_index] == 0).all() and (g.diag > 0).sum() == 36
+    with pytest.raises(ValueError, match="mode must be one of"):
+        g.approximate(bnn, (x, y), "kfac")
+    big = pyrobnn.lift(mlp())
+    with pytest.raises(ValueError, match="a full Hessian of 478,410 weights .* use mode='last_layer' or 'diagonal'"):
+        LaplaceGuide(big).approximate(big, (torch.rand(4, 784), torch.randint(0, 10, (4,))), "full")
+
+
+def test_posterior_quality_experiment_on_real_eggs(egg_csv, tmp_path):
+    from experiments.posterior_quality import PosteriorQualityConfig, print_summary, run
+
+    cfg = PosteriorQualityConfig(data=str(egg_csv), epochs=20, nuts_samples=40, nuts_warmup=40, chains=2,
+                                 max_tree_depth=5, num_samples=200, out=str(tmp_path), progress=False)
+    res = run(cfg)
+    rows = res["methods"]
+    assert list(rows) == ["meanfield", "autonormal", "lowrank", "structured", "laplace", "nuts"]
+    for name, r in rows.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["nll"] > 0
+        if name != "nuts":
+            assert r["loss_last_epoch"] < r["loss_first_epoch"], name
+            assert 0.0 <= r["tv_to_nuts_test"] <= 1.0 and 0.0 <= r["tv_to_nuts_slice"] <= 1.0
+    assert rows["nuts"]["accuracy"] >= 0.7 and rows["meanfield"]["tv_to_nuts_test"] < 0.2
+    run_dir = Path(res["run_dir"])
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["methods"]["nuts"]["diagnostics"]["chains"] == 2
+    assert (run_dir / "probability_curves.png").stat().st_size > 10_000
+    bnn = pyrobnn.lift(EggNet((16,)))
+    post = MCMCPosterior(bnn)
+    checkpoint.load_posterior(run_dir / "nuts_posterior.pt", bnn, post, torch.zeros(1, 2))
+    assert post.draws.shape == (2, 40, 99)  # 2-16-3
+    print_summary(res)
