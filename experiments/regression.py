@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 
 import pyrobnn
 from pyrobnn import likelihoods, metrics, priors
+from pyrobnn.history import History
+from pyrobnn.mcmc import nuts
 from pyrobnn.models.regression import MLPRegressor
 from pyrobnn.runs import EpochLog, write_json
 
@@ -39,6 +42,12 @@ class RegressionConfig:
                                    "the training rows, kept out of training (0 = off)", minimum=0, below=1)
     conformal_fraction: float = option(0.2, "training rows reserved for --conformal", minimum=0, below=1)
     conformal_score: str = option("cqr", "conformal score", choices=("cqr", "normalized"))
+    inference: str = option("vi", "vi (SVI with the mean-field guide) or nuts (the exact reference: pyrobnn.mcmc)",
+                            choices=("vi", "nuts"))
+    nuts_samples: int = option(300, "NUTS draws per chain (--inference nuts)", minimum=1)
+    nuts_warmup: int = option(300, "NUTS warm-up steps per chain (--inference nuts)", minimum=1)
+    nuts_chains: int = option(2, "NUTS chains, batched (--inference nuts)", minimum=1)
+    max_tree_depth: int = option(7, "NUTS tree depth limit (--inference nuts)", minimum=1)
     seed: int = seed_option()
     device: str = device_option()
 
@@ -74,6 +83,12 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     bnn, guide = build_regressor(x_tr.shape[1], cfg)
     bnn.net.fit_inputs(x_tr)
     n = x_tr.shape[0]
+    if cfg.inference == "nuts":  # every site is latent (weights and the noise), so NUTS samples them all
+        start = time.perf_counter()
+        post = nuts(bnn, (x_tr, (y_tr - y_mean) / y_std), cfg.nuts_samples, cfg.nuts_warmup,
+                    num_chains=cfg.nuts_chains, max_tree_depth=cfg.max_tree_depth, init="map", seed=cfg.seed,
+                    progress=progress)
+        return bnn, post, (y_mean, y_std), History(records=[{"seconds": time.perf_counter() - start}])
     bs = cfg.batch_size or (n if n <= 1024 else 1024)
     epochs = max(1, round(cfg.steps / math.ceil(n / bs)))
     hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
@@ -150,6 +165,8 @@ def over_splits(run_dir: Path, x: torch.Tensor, y: torch.Tensor, splits, model: 
         rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed, factor)
         entry = {"split": k, "n_train": len(tr), "n_test": len(te), "noise_factor": factor,
                  **{m: v for m, v in rep.items() if m != "calibration"}}
+        if model.inference == "nuts":
+            entry["nuts"] = {**guide.diagnostics(bnn, x[te]), "seconds": hist.records[0]["seconds"]}
         if factor != 1.0:
             plain = metrics.regression_report(pp.with_noise_factor(1.0 / factor), y[te])
             entry["uncalibrated"] = {m: plain[m] for m in ("log_likelihood", "coverage_95", "width_95")}
@@ -176,6 +193,12 @@ def summary(per_split: list[dict]) -> dict:
     if all("uncalibrated" in s for s in per_split):
         plain = [s["uncalibrated"] for s in per_split]
         out["uncalibrated"] = {k: mean_se([p[k] for p in plain]) for k in plain[0]}
+    if all("nuts" in s for s in per_split):
+        diag = [s["nuts"] for s in per_split]
+        out["nuts"] = {"rhat_max": max(d["rhat_max"] for d in diag),
+                       "ess_bulk_min": min(d["ess_bulk_min"] for d in diag),
+                       "divergences": sum(d["divergences"] for d in diag),
+                       "seconds": mean_se([d["seconds"] for d in diag])}
     if all("conformal" in s for s in per_split):
         conf = [s["conformal"] for s in per_split]
         out["conformal"] = {"level": conf[0]["level"], "score": conf[0]["score"],

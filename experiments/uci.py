@@ -102,7 +102,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         pub = r["published"]
         cols = [f"{pub[m][0]:.2f} / {pub[m][1]:.2f}" if m in pub else "–" for m in ("VI", "PBP", "MC dropout")]
-        rows.append(f"| {r['dataset']} | {r['splits']} | {r['rmse'][0]:.3f} ± {r['rmse'][1]:.3f} | "
+        name = r["dataset"] + (" (NUTS)" if "nuts" in r else "")
+        rows.append(f"| {name} | {r['splits']} | {r['rmse'][0]:.3f} ± {r['rmse'][1]:.3f} | "
                     f"{r['log_likelihood'][0]:.3f} ± {r['log_likelihood'][1]:.3f} | " + " | ".join(cols) + " |")
     return head + "\n".join(rows) + "\n"
 
@@ -110,6 +111,10 @@ def table(results: list[dict]) -> str:
 def print_summary(res: dict) -> None:
     """What ``pyrobnn run uci`` prints when the run is done."""
     print(table([res]), end="")
+    if "nuts" in res:
+        d = res["nuts"]
+        print(f"NUTS over the splits: predictive R-hat max {d['rhat_max']:.3f}, bulk ESS min {d['ess_bulk_min']:.0f}, "
+              f"{d['divergences']} divergences, {d['seconds'][0]:.0f} s per split")
     if "conformal" in res:
         c = res["conformal"]
         print(f"conformal {c['level']:.0%} intervals ({c['score']}): coverage {c['conformal_coverage'][0]:.3f} ± "

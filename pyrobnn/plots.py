@@ -221,6 +221,29 @@ def probability_curves(grid: ArrayLike, curves: Mapping[str, ArrayLike], band: t
     return fig
 
 
+def regression_bands(grid: ArrayLike, bands: Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLike]], grid_name: str,
+                     title: str = "") -> Figure:
+    """Predictive bands along a 1-D slice of the inputs: ``bands[name] = (mean, low, high)``, each ``[G]``; the first
+    is the reference (a grey band with its mean in black), the others their band's edges as dashed lines."""
+    g = _np(grid)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    colors = plt.get_cmap("tab10")
+    for i, (name, (mean, lo, hi)) in enumerate(bands.items()):
+        if i == 0:
+            ax.fill_between(g, _np(lo), _np(hi), color="grey", alpha=0.3, label=f"{name} band")
+            ax.plot(g, _np(mean), color="black", lw=2, label=f"{name} mean")
+        else:
+            ax.plot(g, _np(lo), color=colors(i - 1), ls="--", lw=1.3, label=name)
+            ax.plot(g, _np(hi), color=colors(i - 1), ls="--", lw=1.3)
+    ax.set_xlabel(grid_name)
+    ax.set_ylabel("target")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def referral_curves(fractions: ArrayLike, curves: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Accuracy on the retained inputs against the fraction referred, one line per ranking."""
     f = 100 * np.asarray(fractions)

@@ -17,6 +17,7 @@ from pyrobnn.laplace import LaplaceGuide
 from pyrobnn.mcmc import MCMCPosterior
 from pyrobnn.models.egg import EggNet
 from pyrobnn.models.mnist import mlp
+from tests.conftest import data_file
 
 
 class TwoPath(nn.Module):
@@ -131,4 +132,22 @@ def test_posterior_quality_experiment_on_real_eggs(egg_csv, tmp_path):
     post = MCMCPosterior(bnn)
     checkpoint.load_posterior(run_dir / "nuts_posterior.pt", bnn, post, torch.zeros(1, 2))
     assert post.draws.shape == (2, 40, 99)  # 2-16-3
+    print_summary(res)
+
+
+def test_posterior_quality_on_a_uci_set(tmp_path):
+    from experiments.posterior_quality import PosteriorQualityConfig, print_summary, run
+
+    root = data_file("uci_regression/yacht/data/data.txt").parents[2]
+    cfg = PosteriorQualityConfig(data_set="yacht", data_dir=str(root), methods=("meanfield", "laplace"), steps=150,
+                                 nuts_samples=30, nuts_warmup=30, chains=2, max_tree_depth=5, num_samples=200,
+                                 out=str(tmp_path), progress=False)
+    res = run(cfg)
+    rows = res["methods"]
+    assert list(rows) == ["meanfield", "laplace", "nuts"] and res["n_test"] == 31
+    for name in ("meanfield", "laplace"):
+        r = rows[name]
+        assert r["loss_last_epoch"] < r["loss_first_epoch"] and r["w1_to_nuts"] > 0 and r["std_ratio_to_nuts"] > 0
+    assert rows["nuts"]["rmse"] < 6.0  # yacht's target std is 15
+    assert (Path(res["run_dir"]) / "regression_slice.png").stat().st_size > 10_000
     print_summary(res)

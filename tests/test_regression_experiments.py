@@ -67,3 +67,18 @@ def test_uci_bad_input(tmp_path, capsys):
     assert "splits must be between 1 and 20 for yacht; got 21" in capsys.readouterr().err
     assert main(["run", "uci", "--dataset", "yacht", "--data-dir", str(tmp_path)]) == 2
     assert "no data.txt for yacht" in capsys.readouterr().err
+
+
+def test_uci_with_nuts_as_the_inference(tmp_path, capsys):
+    root = data_file("uci_regression/yacht/data/data.txt").parents[2]
+    args = ["run", "uci", "--dataset", "yacht", "--splits", "1", "--data-dir", str(root), "--inference", "nuts",
+            "--nuts-samples", "40", "--nuts-warmup", "40", "--max-tree-depth", "5", "--num-samples", "80",
+            "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| yacht (NUTS) | 1 |" in out and "NUTS over the splits: predictive R-hat max" in out
+    (run,) = (tmp_path / "uci-yacht").iterdir()
+    m = json.loads((run / "metrics.json").read_text())
+    diag = m["per_split"][0]["nuts"]
+    assert diag["chains"] == 2 and diag["draws_per_chain"] == 40 and diag["grad_evals"][0] > 80
+    assert m["rmse"][0] < 6.0 and math.isfinite(m["log_likelihood"][0])  # yacht's target std is 15
