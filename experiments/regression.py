@@ -33,6 +33,8 @@ class RegressionConfig:
     init_scale: float = 1e-3
     prior_scale: float | None = None  # None: Normal(0, gain / sqrt(fan_in)) per layer; else N(0, s) everywhere
     prior_gain: float = 1.0
+    learn_prior_scales: bool = option(False, "learn each layer's prior std by maximising the ELBO (type-II maximum "
+                                             "likelihood), starting from the fixed ones")
     noise_prior_median: float = 0.5  # in standardised target units
     heteroscedastic: bool = option(False, "the net predicts the noise too")
     num_samples: int = option(1000, "posterior draws", minimum=1)
@@ -68,8 +70,10 @@ def build_regressor(n_in: int, cfg: RegressionConfig):
     else:
         lik = likelihoods.Normal(scale=None, log_scale_prior=priors.Normal(math.log(cfg.noise_prior_median), 1.0),
                                  init_scale=cfg.noise_prior_median)
-    layer_priors = priors.fan_in_normal(net, cfg.prior_gain) if cfg.prior_scale is None else {}
-    bnn = pyrobnn.lift(net, prior=priors.Normal(0.0, cfg.prior_scale or 1.0), priors=layer_priors, likelihood=lik)
+    learned = cfg.learn_prior_scales
+    layer_priors = priors.fan_in_normal(net, cfg.prior_gain, learned) if cfg.prior_scale is None else {}
+    default = (priors.LearnedNormal if learned else priors.Normal)(0.0, cfg.prior_scale or 1.0)
+    bnn = pyrobnn.lift(net, prior=default, priors=layer_priors, likelihood=lik)
     return bnn, pyrobnn.MeanFieldNormal(bnn, init="net", init_scale=cfg.init_scale)
 
 

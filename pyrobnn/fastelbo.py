@@ -16,14 +16,14 @@ from .errors import Unsupported
 from .estimators import ESTIMATORS, stochastic_layers
 from .fused import sample_with_kl
 from .lift import BayesianNet
+from .priors import LearnedNormal, TensorNormal
 from .priors import Normal as NormalPrior
-from .priors import TensorNormal
 
 
 def supports(bnn: BayesianNet, guide) -> bool:
     """True when (bnn, guide) is a pair this fast path computes exactly."""
     return (isinstance(guide, MeanFieldNormal) and list(guide.sites) == bnn.site_names
-            and all(type(p) in (NormalPrior, TensorNormal) for p in bnn.priors.values()))
+            and all(type(p) in (NormalPrior, TensorNormal, LearnedNormal) for p in bnn.priors.values()))
 
 
 def _kl_normal(loc, scale, p_loc, p_scale) -> torch.Tensor:
@@ -49,9 +49,22 @@ class MeanFieldELBO:
         self.last_parts: dict[str, torch.Tensor] = {}  # the last loss's KL and scaled NLL (detached, on device)
 
     def _flat_priors(self, bnn, guide):
+        """Flat prior means and stds in the guide's site order (plain numbers when one prior serves every
+        weight); learned stds (LearnedNormal) multiply in at every call, so that their gradient flows."""
+        loc, scale = self._static_priors(bnn, guide)
+        if not bnn.prior_log_scales:
+            return loc, scale
+        ones = torch.ones((), device=guide.loc_flat.device)
+        sigma = torch.stack([ones if (t := bnn.prior_scale_tensor(k)) is None else t for k in guide.sites])
+        sizes = torch.tensor([guide.shapes[k].numel() for k in guide.sites], device=sigma.device)
+        return loc, scale * sigma.repeat_interleave(sizes, output_size=guide.loc_flat.numel())
+
+    def _static_priors(self, bnn, guide):
         key = (id(bnn), id(guide), guide.loc_flat.device)
         if key not in self._prior_cache:
-            priors = [bnn.priors[k] for k in guide.sites]
+            # a learned prior counts with std 1 here: its sigma multiplies in at every call
+            priors = [NormalPrior(p.loc, 1.0) if isinstance(p, LearnedNormal) else p
+                      for p in (bnn.priors[k] for k in guide.sites)]
             scalar = [(p.loc, p.scale) for p in priors if isinstance(p, NormalPrior)]
             if len(scalar) == len(priors) and len(set(scalar)) == 1:  # one prior for every weight: plain numbers
                 self._prior_cache = {key: (float(scalar[0][0]), float(scalar[0][1]))}
@@ -83,7 +96,12 @@ class MeanFieldELBO:
             a, b = guide.offsets[site]
             eps[..., a:b] = torch.empty((p, b - a) if p > 1 else (b - a,), dtype=loc.dtype,
                                         device=loc.device).normal_()
-        flat, kl = sample_with_kl(loc, guide.rho_flat, eps, *self._flat_priors(bnn, guide))
+        p_loc, p_scale = self._flat_priors(bnn, guide)
+        if bnn.prior_log_scales:  # the fused node treats the prior as constant: autograd for learned sigmas
+            scale = softplus(guide.rho_flat)
+            flat, kl = loc + scale * eps, _kl_normal(loc, scale, p_loc, p_scale).sum()
+        else:
+            flat, kl = sample_with_kl(loc, guide.rho_flat, eps, p_loc, p_scale)
         draws = guide.split_sites(flat)
         out = bnn.forward(x, draws)
         latents = {k: v for k, v in draws.items() if k not in bnn.net_sites}

@@ -7,6 +7,7 @@ so one code path serves every Linear/Conv/normalisation layer the net is made of
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Union, overload
@@ -21,7 +22,7 @@ from .data import check_features, check_tokens
 from .likelihoods import Likelihood, make_likelihood
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
-from .priors import Normal, Prior, PriorSpec, make_prior
+from .priors import LearnedNormal, Normal, Prior, PriorSpec, make_prior
 from .recurrent import unfused_recurrence
 
 #: A likelihood: a :mod:`pyrobnn.likelihoods` instance or a name (``"categorical"``, ``"normal"``).
@@ -78,6 +79,14 @@ class BayesianNet(nn.Module):
             raise ValueError("lift: every parameter was kept deterministic; nothing to make Bayesian")
         params = dict(net.named_parameters())
         self.shapes = {k: params[k].shape for k in self.priors}
+        # learned prior scales (LearnedNormal): one log-sigma per module, shared by its weight and bias
+        self._scale_key = {k: (k.rpartition(".")[0] or "net").replace(".", "_") for k, p in self.priors.items()
+                           if isinstance(p, LearnedNormal)}
+        self.prior_log_scales = nn.ParameterDict()
+        for k, key in self._scale_key.items():  # a module's first learned site sets its starting sigma
+            if key not in self.prior_log_scales:
+                start = math.log(self.priors[k].scale)  # type: ignore[attr-defined]
+                self.prior_log_scales[key] = nn.Parameter(torch.tensor(start))
         self.net_sites = list(self.priors)
         for name, (shape, p) in self.likelihood.latents().items():  # e.g. an inferred noise scale
             self.priors[name], self.shapes[name] = p, torch.Size(shape)
@@ -97,7 +106,26 @@ class BayesianNet(nn.Module):
         """Trainable tensors that are not sampled, by name: deterministic net parameters
         (``"net.<name>"``), a learned likelihood noise (``"likelihood.raw_scale"``)."""
         ps = [(f"net.{n}", p) for n, p in self.net.named_parameters() if n not in self.priors and p.requires_grad]
+        ps += [(f"prior.{n}", p) for n, p in self.prior_log_scales.items()]
         return ps + [(f"likelihood.{n}", p) for n, p in self.likelihood.named_parameters() if p.requires_grad]
+
+    def prior_scales(self) -> dict[str, float]:
+        """The current sigma of every learned prior (:class:`pyrobnn.priors.LearnedNormal`), by site."""
+        return {k: float(self.prior_log_scales[key].detach().exp()) for k, key in self._scale_key.items()}
+
+    def prior_scale_tensor(self, site: str) -> torch.Tensor | None:
+        """The learned prior sigma of ``site`` (a differentiable scalar), or None for a fixed prior."""
+        key = self._scale_key.get(site)
+        return None if key is None else self.prior_log_scales[key].exp()
+
+    def prior_distribution(self, site: str) -> pyro.distributions.TorchDistribution:
+        """The prior of one sample site over its whole shape (a learned sigma at its current value)."""
+        prior, shape = self.priors[site], self.shapes[site]
+        sigma = self.prior_scale_tensor(site)
+        if sigma is None:
+            return prior.distribution(shape, self.device)
+        loc = torch.tensor(float(prior.loc), device=sigma.device)  # type: ignore[attr-defined]
+        return pyro.distributions.Normal(loc, sigma).expand(shape).to_event(len(shape))
 
     def point_parameters(self) -> list[nn.Parameter]:
         """Trainable tensors that are not sampled: deterministic net parameters, likelihood noise."""
@@ -160,8 +188,10 @@ class BayesianNet(nn.Module):
         """Draw every stochastic parameter from its prior (``pyro.sample`` sites). Arguments are
         ignored, so this is also the weights-only model that automatic guides are built on."""
         device = self.device
-        return {name: pyro.sample(name, prior.distribution(self.shapes[name], device))
-                for name, prior in self.priors.items()}
+        if not self._scale_key:
+            return {name: pyro.sample(name, prior.distribution(self.shapes[name], device))
+                    for name, prior in self.priors.items()}
+        return {name: pyro.sample(name, self.prior_distribution(name)) for name in self.priors}
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the net with ``weights``; leading sample dims of the weights lead the output.

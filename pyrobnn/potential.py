@@ -21,7 +21,7 @@ from torch.func import grad_and_value
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .lift import BayesianNet
-from .priors import Normal, TensorNormal
+from .priors import LearnedNormal, Normal, TensorNormal
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -51,8 +51,10 @@ def _normal_terms(bnn: BayesianNet, layout: FlatLayout, like: torch.Tensor):
     start = 0
     for k, n in zip(layout.sites, layout.sizes):
         p = bnn.priors[k]
-        if isinstance(p, (Normal, TensorNormal)) and type(p) in (Normal, TensorNormal):
-            scale = torch.as_tensor(p.scale, dtype=like.dtype, device=like.device).expand(layout.shapes[k])
+        if isinstance(p, (Normal, TensorNormal, LearnedNormal)) and type(p) in (Normal, TensorNormal, LearnedNormal):
+            sigma = bnn.prior_scale_tensor(k)  # a learned prior sigma is taken at its current value
+            scale = torch.as_tensor(p.scale if sigma is None else sigma.detach(), dtype=like.dtype,
+                                    device=like.device).expand(layout.shapes[k])
             loc[start:start + n] = torch.as_tensor(p.loc, dtype=like.dtype, device=like.device).expand(
                 layout.shapes[k]).reshape(-1)
             inv[start:start + n] = 1 / scale.reshape(-1)
@@ -73,7 +75,7 @@ def log_joint(bnn: BayesianNet, w: torch.Tensor, x: torch.Tensor, y: torch.Tenso
     z = (w - loc) * inv
     total = const - 0.5 * (z * z).sum(-1)
     for k, p in bnn.priors.items():
-        if type(p) not in (Normal, TensorNormal):
+        if type(p) not in (Normal, TensorNormal, LearnedNormal):
             total = total + p.distribution(bnn.shapes[k], w.device, w.dtype).log_prob(values[k])
     out = bnn.forward(x, values)
     latents = {k: v for k, v in values.items() if k not in bnn.net_sites}

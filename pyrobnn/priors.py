@@ -62,6 +62,16 @@ class Normal(_LocScale):
 
 
 @dataclass(frozen=True)
+class LearnedNormal(_LocScale):
+    """Normal(loc, sigma) whose sigma is learned with the guide by maximising the ELBO (type-II maximum likelihood,
+    "empirical Bayes"), one sigma per layer (module), starting at ``scale``. ``lift`` keeps the sigmas as
+    parameters of the lifted net (``bnn.prior_scales()`` reads them); the mean-field fast path and Pyro's ELBOs
+    both train them, and NUTS and the Laplace approximation take them at their current values."""
+
+    family = dist.Normal
+
+
+@dataclass(frozen=True)
 class Laplace(_LocScale):
     """Laplace(loc, scale) on every weight: a sparsity-leaning prior."""
 
@@ -173,7 +183,8 @@ def _guide_draws(bnn, guide, x, num_samples: int) -> dict[str, torch.Tensor]:
         return _weight_draws(bnn, guide, torch.as_tensor(x).to(bnn.device), int(num_samples))
 
 
-PRIORS: dict[str, type[Prior]] = {"normal": Normal, "laplace": Laplace, "scale_mixture": ScaleMixture}
+PRIORS: dict[str, type[Prior]] = {"normal": Normal, "laplace": Laplace, "scale_mixture": ScaleMixture,
+                                  "learned_normal": LearnedNormal}
 
 #: What ``lift`` accepts for a prior: a Prior, a name from ``PRIORS``, ``{"name": ..., **params}``, or ``None``
 #: (keep the parameter deterministic).
@@ -197,16 +208,17 @@ def make_prior(spec: PriorSpec) -> Prior | None:
     raise TypeError(f"prior must be a pyrobnn.priors.Prior, a name, a dict or None; got {type(spec).__name__}")
 
 
-def fan_in_normal(net: nn.Module, gain: float = 1.0) -> dict[str, Prior]:
+def fan_in_normal(net: nn.Module, gain: float = 1.0, learned: bool = False) -> dict[str, Prior]:
     """Per-layer overrides for ``lift(priors=...)``: Normal(0, gain / sqrt(fan_in)) on the weights and
     biases of every Linear/Conv layer, so the prior over functions does not widen with layer width
-    (Neal 1996). ``gain`` of about sqrt(2) suits ReLU nets."""
+    (Neal 1996). ``gain`` of about sqrt(2) suits ReLU nets. ``learned``: :class:`LearnedNormal` priors that start
+    at those scales."""
     _positive("gain", gain)
     out: dict[str, Prior] = {}
     for name, m in net.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             fan_in = m.weight[0].numel()
-            out[name] = Normal(0.0, gain / math.sqrt(fan_in))
+            out[name] = (LearnedNormal if learned else Normal)(0.0, gain / math.sqrt(fan_in))
     if not out:
         raise ValueError("fan_in_normal: the net has no Linear or Conv layer")
     return out
