@@ -8,9 +8,9 @@ log prior + log-likelihood), then ``approximate((x, y), mode)`` puts a Normal ar
 - ``"diagonal"``: per weight, the prior precision plus the empirical Fisher (sum over rows of the squared
   per-row gradient of the log-likelihood), for nets of any size.
 
-Away from an exact optimum, and for ReLU nets in general, the Hessian can have directions of negative or
-near-zero curvature; their eigenvalues are raised to the smallest prior precision (what the prior alone
-gives every direction), so the covariance is never wider than the prior's.
+Away from an exact optimum, and for ReLU nets in general, the likelihood's Hessian can have directions of negative
+curvature; they are set to zero before the (Normal) prior's own curvature is added, so no direction is wider than
+the prior. A site whose prior is not Normal (Laplace, scale mixture) keeps its exact curvature in the first part.
 """
 from __future__ import annotations
 
@@ -96,15 +96,14 @@ class LaplaceGuide(nn.Module):
         w = self.loc.detach()
         loc_p, inv_p, _ = _normal_terms(bnn, self.layout, w)
         prior_prec = inv_p ** 2
-        floor = float(prior_prec[prior_prec > 0].min()) if (prior_prec > 0).any() else 1e-3
         was = bnn.training
         try:
             bnn.eval()
             with bnn.frozen_buffers(), torch.enable_grad():
                 index = torch.arange(self.layout.dim, device=w.device) if mode == "full" else \
                     self._sites_index(last_layer(bnn) if mode == "last_layer" else [])
-                prec = prior_prec.clamp_min(floor) + self._fisher_diag(bnn, w, x, y) if mode != "full" else None
-                block = self._block_factor(bnn, w, x, y, index, floor) if index.numel() else torch.zeros(0, 0)
+                prec = (prior_prec + self._fisher_diag(bnn, w, x, y)).clamp_min(1e-6) if mode != "full" else None
+                block = self._block_factor(bnn, w, x, y, index, prior_prec) if index.numel() else torch.zeros(0, 0)
         finally:
             bnn.train(was)
         diag = torch.zeros_like(w) if prec is None else prec.rsqrt()
@@ -120,18 +119,25 @@ class LaplaceGuide(nn.Module):
             start += n
         return torch.cat(idx).to(self.loc.device) if idx else torch.zeros(0, dtype=torch.long, device=self.loc.device)
 
-    def _block_factor(self, bnn, w, x, y, index, floor) -> torch.Tensor:
-        """``A`` with ``A A^T`` = the inverse Hessian of -log joint over ``w[index]`` (the rest held at the MAP),
-        eigenvalues raised to ``floor``."""
+    def _block_factor(self, bnn, w, x, y, index, prior_prec) -> torch.Tensor:
+        """``A`` with ``A A^T`` the inverse of the precision over ``w[index]`` (the rest held at the MAP): the Hessian
+        of -log joint with the part beyond the Normal priors' own curvature made positive semi-definite
+        (negative eigenvalues set to zero), plus that prior curvature, so no direction is wider than the prior."""
         def energy(sub):
             return -log_joint(bnn, w.index_put((index,), sub), x, y)
 
         with warnings.catch_warnings():  # torch's forward-mode AD announces a deprecation of its own internals
             warnings.simplefilter("ignore", DeprecationWarning)
-            h = hessian(energy)(w[index].clone())
-        h = 0.5 * (h + h.T)
-        evals, evecs = torch.linalg.eigh(h.double())
-        return (evecs * evals.clamp_min(floor).rsqrt()).to(w.dtype)
+            h = hessian(energy)(w[index].clone()).double()
+        p = prior_prec[index].double()
+        rest = 0.5 * (h + h.T) - torch.diag(p)
+        evals, evecs = torch.linalg.eigh(rest)
+        precision = (evecs * evals.clamp_min(0.0)) @ evecs.T + torch.diag(p)
+        if not (p > 0).all():  # a site without a Normal prior: keep its precision positive
+            precision += torch.eye(len(p), dtype=p.dtype) * 1e-6 * float(precision.diagonal().mean())
+        chol = torch.linalg.cholesky(precision)
+        eye = torch.eye(len(p), dtype=p.dtype)
+        return torch.linalg.solve_triangular(chol.T, eye, upper=True).to(w.dtype)
 
     @staticmethod
     def _fisher_diag(bnn, w, x, y, chunk: int = 256) -> torch.Tensor:

@@ -148,9 +148,8 @@ class MCMCPosterior(nn.Module):
             "rhat_max": float(rhat.max()), "rhat_median": float(rhat.median()),
             "ess_bulk_min": float(ess.min()), "ess_bulk_median": float(ess.median()),
             "outputs_checked": int(q.shape[-1]), "divergences": int(sum(st["divergences"])),
-            "accept_rate": st["accept_rate"], "step_size": st["step_size"], **{k: st[k] for k in
-                                                                               ("method", "chains", "draws_per_chain",
-                                                                                "grad_evals", "seconds")},
+            **{k: st[k] for k in ("accept_rate", "step_size", "method", "chains", "draws_per_chain", "grad_evals",
+                                  "seconds")},
         }
 
 
