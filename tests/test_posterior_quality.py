@@ -148,6 +148,7 @@ def test_posterior_quality_on_a_uci_set(tmp_path):
     for name in ("meanfield", "laplace"):
         r = rows[name]
         assert r["loss_last_epoch"] < r["loss_first_epoch"] and r["w1_to_nuts"] > 0 and r["std_ratio_to_nuts"] > 0
+        assert r["epistemic_std"] > 0 and r["noise_std"] > 0
     assert rows["nuts"]["rmse"] < 6.0  # yacht's target std is 15
     assert (Path(res["run_dir"]) / "regression_slice.png").stat().st_size > 10_000
     print_summary(res)
