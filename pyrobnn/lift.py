@@ -22,7 +22,7 @@ from .data import check_features, check_tokens
 from .likelihoods import Likelihood, make_likelihood
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
-from .priors import LearnedNormal, Normal, Prior, PriorSpec, make_prior
+from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
 from .recurrent import unfused_recurrence
 
 #: A likelihood: a :mod:`pyrobnn.likelihoods` instance or a name (``"categorical"``, ``"normal"``).
@@ -118,13 +118,22 @@ class BayesianNet(nn.Module):
         key = self._scale_key.get(site)
         return None if key is None else self.prior_log_scales[key].exp()
 
+    def normal_prior(self, site: str) -> tuple[Any, Any] | None:
+        """``(loc, scale)`` of a Normal-family prior (Normal, TensorNormal, LearnedNormal; a learned sigma as a
+        differentiable tensor), or None for any other prior: what closed-form computations (KL, log prior) use."""
+        p = self.priors[site]
+        if type(p) not in (Normal, TensorNormal, LearnedNormal):
+            return None
+        sigma = self.prior_scale_tensor(site)
+        return getattr(p, "loc"), (getattr(p, "scale") if sigma is None else sigma)
+
     def prior_distribution(self, site: str) -> pyro.distributions.TorchDistribution:
         """The prior of one sample site over its whole shape (a learned sigma at its current value)."""
         prior, shape = self.priors[site], self.shapes[site]
         sigma = self.prior_scale_tensor(site)
         if sigma is None:
             return prior.distribution(shape, self.device)
-        loc = torch.tensor(float(prior.loc), device=sigma.device)  # type: ignore[attr-defined]
+        loc = torch.tensor(float(getattr(prior, "loc")), device=sigma.device)
         return pyro.distributions.Normal(loc, sigma).expand(shape).to_event(len(shape))
 
     def point_parameters(self) -> list[nn.Parameter]:
@@ -187,10 +196,6 @@ class BayesianNet(nn.Module):
     def sample_weights(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Draw every stochastic parameter from its prior (``pyro.sample`` sites). Arguments are
         ignored, so this is also the weights-only model that automatic guides are built on."""
-        device = self.device
-        if not self._scale_key:
-            return {name: pyro.sample(name, prior.distribution(self.shapes[name], device))
-                    for name, prior in self.priors.items()}
         return {name: pyro.sample(name, self.prior_distribution(name)) for name in self.priors}
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -21,7 +21,6 @@ from torch.func import grad_and_value
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .lift import BayesianNet
-from .priors import LearnedNormal, Normal, TensorNormal
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -50,13 +49,11 @@ def _normal_terms(bnn: BayesianNet, layout: FlatLayout, like: torch.Tensor):
     loc, inv, const = (torch.zeros(layout.dim, dtype=like.dtype, device=like.device) for _ in range(3))
     start = 0
     for k, n in zip(layout.sites, layout.sizes):
-        p = bnn.priors[k]
-        if isinstance(p, (Normal, TensorNormal, LearnedNormal)) and type(p) in (Normal, TensorNormal, LearnedNormal):
-            sigma = bnn.prior_scale_tensor(k)  # a learned prior sigma is taken at its current value
-            scale = torch.as_tensor(p.scale if sigma is None else sigma.detach(), dtype=like.dtype,
-                                    device=like.device).expand(layout.shapes[k])
-            loc[start:start + n] = torch.as_tensor(p.loc, dtype=like.dtype, device=like.device).expand(
-                layout.shapes[k]).reshape(-1)
+        normal = bnn.normal_prior(k)
+        if normal is not None:  # a learned prior sigma is taken at its current value
+            p_loc, p_scale = (torch.as_tensor(v, dtype=like.dtype, device=like.device).detach() for v in normal)
+            scale = p_scale.expand(layout.shapes[k])
+            loc[start:start + n] = p_loc.expand(layout.shapes[k]).reshape(-1)
             inv[start:start + n] = 1 / scale.reshape(-1)
             const[start:start + n] = -scale.reshape(-1).log() - _HALF_LOG_2PI
         start += n
@@ -75,7 +72,7 @@ def log_joint(bnn: BayesianNet, w: torch.Tensor, x: torch.Tensor, y: torch.Tenso
     z = (w - loc) * inv
     total = const - 0.5 * (z * z).sum(-1)
     for k, p in bnn.priors.items():
-        if type(p) not in (Normal, TensorNormal, LearnedNormal):
+        if bnn.normal_prior(k) is None:
             total = total + p.distribution(bnn.shapes[k], w.device, w.dtype).log_prob(values[k])
     out = bnn.forward(x, values)
     latents = {k: v for k, v in values.items() if k not in bnn.net_sites}

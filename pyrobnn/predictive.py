@@ -32,13 +32,12 @@ def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str,
         missing = [k for k in bnn.site_names if k not in draws]
         if missing:
             raise ValueError(f"the guide has no sample site for {missing}; a guide must sample every lifted weight")
-    for k in bnn.site_names:
-        got = tuple(draws[k].shape[1:]) if k in draws else None
-        if got is not None and got != tuple(bnn.shapes[k]) and draws[k][0].numel() != bnn.shapes[k].numel():
-            raise ValueError(f"the posterior does not fit this net: site {k!r} has shape {got} in the posterior, "
-                             f"{tuple(bnn.shapes[k])} in the net")
-        if got is None:
+    for k in bnn.site_names:  # a posterior of another net: refuse it before any reshape
+        if k not in draws:
             raise ValueError(f"the posterior does not fit this net: it has no draws of site {k!r}")
+        if draws[k][0].numel() != bnn.shapes[k].numel():
+            raise ValueError(f"the posterior does not fit this net: site {k!r} has shape {tuple(draws[k].shape[1:])} "
+                             f"in the posterior, {tuple(bnn.shapes[k])} in the net")
     return {k: draws[k].reshape(n, *bnn.shapes[k]).to(x.device) for k in bnn.site_names}
 
 
