@@ -175,9 +175,11 @@ def continual_accuracy(runs: Mapping[str, Sequence[Sequence[float]]], task_names
                        title: str = "") -> Figure:
     """Continual learning: one panel per method, each task's test accuracy (a line from the task it arrived in)
     against the number of tasks trained so far, and the average over the tasks seen (``runs[name][T][t]``)."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 4.2), sharey=True, squeeze=False)
+    ncols = len(runs) if len(runs) <= 3 else 2
+    nrows = -(-len(runs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), sharey=True, squeeze=False)
     colors = plt.get_cmap("tab10")
-    for ax, (name, rows) in zip(axes[0], runs.items()):
+    for ax, (name, rows) in zip(axes.flat, runs.items()):
         n = len(rows)
         for t in range(n):
             ax.plot(range(t + 1, n + 1), [rows[k][t] for k in range(t, n)], marker="o", color=colors(t),
@@ -188,7 +190,10 @@ def continual_accuracy(runs: Mapping[str, Sequence[Sequence[float]]], task_names
         ax.set_xlabel("tasks trained")
         ax.set_title(f"{name}: average {sum(rows[-1]) / len(rows[-1]):.3f} after the last")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy")
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()

@@ -113,6 +113,8 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
     per_row = _floats_per_row(bnn, x) if chunk_size is None or strategy == "auto" else 0
     chunk = chunk_size or auto_chunk(bnn, x, per_row)
     loop = strategy == "loop" or (strategy == "auto" and choose_strategy(x.shape[0], per_row) == "loop")
+    # LaplaceGuide(linearized=True): the GLM predictive, the net linearised at the MAP
+    linearized = getattr(guide, "linearized_outputs", None) if getattr(guide, "linearized", False) else None
     outs, latents = [], []
     was = bnn.training
     try:
@@ -121,7 +123,9 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
             for start in range(0, num_samples, chunk):
                 n = min(chunk, num_samples - start)
                 draws = _weight_draws(bnn, guide, x, n)
-                if loop:
+                if linearized is not None:
+                    outs.append(linearized(bnn, x, draws))
+                elif loop:
                     outs.append(torch.stack([bnn.forward(x, {k: v[i] for k, v in draws.items()}) for i in range(n)]))
                 else:
                     outs.append(bnn.forward(x, draws))

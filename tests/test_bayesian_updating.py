@@ -95,7 +95,7 @@ def test_checkpoints_hold_tensor_priors(tmp_path):
             load_posterior(tmp_path / "p.pt", b, pyrobnn.MeanFieldNormal(b), torch.randn(1, 3))
 
 
-FAST = ["--epochs", "3", "--hidden", "32", "--num-samples", "20", "--no-progress"]
+FAST = ["--epochs", "3", "--hidden", "32", "--num-samples", "20", "--coreset-epochs", "3", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +114,12 @@ def test_continual_sigint_in_a_later_task_resumes_to_the_same_result(mnist_dir, 
     calls = {"fits": 0, "steps": 0}
     real_enter, real_zero = infer._StopSignal.__enter__, torch.optim.Optimizer.zero_grad
 
-    def enter(self):  # count the fits: task t is the (t + 1)-th
+    def enter(self):  # count the fits: task t's, then its coreset fit; task t is the (2t + 1)-th
         calls["fits"] += 1
         return real_enter(self)
 
     def zero_grad_then_signal(self, *a, **k):  # a real SIGINT 5 steps into task 3 (prior: task 2's posterior)
-        if calls["fits"] == 4:
+        if calls["fits"] == 7:
             calls["steps"] += 1
             if calls["steps"] == 5:
                 signal.raise_signal(signal.SIGINT)
@@ -135,6 +135,7 @@ def test_continual_sigint_in_a_later_task_resumes_to_the_same_result(mnist_dir, 
     assert main(["run", "continual", "--resume", str(run_dir), "--no-progress"]) == 0
     res = json.loads((run_dir / "metrics.json").read_text())
     assert res["vcl"] == ref["vcl"] and res["fine_tuning"] == ref["fine_tuning"]
-    assert [len(r) for r in res["vcl"]] == [1, 2, 3, 4, 5]
+    assert res["vcl_coreset"] == ref["vcl_coreset"] and res["fine_tuning_coreset"] == ref["fine_tuning_coreset"]
+    assert [len(r) for r in res["vcl"]] == [1, 2, 3, 4, 5] == [len(r) for r in res["vcl_coreset"]]
     assert saved_priors(read_checkpoint(run_dir / "task_3.pt"))  # task 3 trained against tensor priors
     assert (run_dir / "continual_accuracy.png").stat().st_size > 10_000

@@ -98,6 +98,23 @@ def test_laplace_of_linear_regression_is_the_exact_posterior():
     assert diag.block_index.numel() == 0 and (diag.diag > 0).all() and (diag.diag <= 2.0).all()
 
 
+def test_linearised_laplace_predictive_is_the_first_order_net():
+    bnn = pyrobnn.lift(TwoPath())
+    x, y = torch.randn(30, 2) * 5 + 50, torch.randint(0, 3, (30,))
+    glm = LaplaceGuide(bnn, linearized=True).approximate(bnn, (x, y), "full")
+    plain = LaplaceGuide(bnn)
+    plain.adopt_state(glm.state_dict())
+    a = pyrobnn.predict(bnn, glm, x, num_samples=50, seed=3)
+    b = pyrobnn.predict(bnn, plain, x, num_samples=50, seed=3)  # the same weight draws through the plain net
+    w0 = glm.loc.detach()
+    draws = glm.sample_flat(2)
+    jac = torch.func.jacrev(lambda w: bnn.forward(x, glm.layout.split(w)))(w0)  # reverse mode: [30, 3, D]
+    for d in draws:  # f(w0) + J (w - w0), against the Jacobian built explicitly
+        out = glm.linearized_outputs(bnn, x, {k: v[None] for k, v in glm.layout.split(d).items()})[0]
+        torch.testing.assert_close(out, bnn.forward(x, glm.layout.split(w0)) + jac @ (d - w0), rtol=1e-4, atol=1e-4)
+    assert a.outputs.shape == b.outputs.shape == (50, 30, 3) and not torch.allclose(a.outputs, b.outputs)
+
+
 def test_laplace_modes_and_refusals():
     bnn = pyrobnn.lift(TwoPath())
     x, y = torch.randn(30, 2) * 5 + 50, torch.randint(0, 3, (30,))
@@ -117,7 +134,7 @@ def test_posterior_quality_experiment_on_real_eggs(egg_csv, tmp_path):
                                  max_tree_depth=5, num_samples=200, out=str(tmp_path), progress=False)
     res = run(cfg)
     rows = res["methods"]
-    assert list(rows) == ["meanfield", "autonormal", "lowrank", "structured", "laplace", "nuts"]
+    assert list(rows) == ["meanfield", "autonormal", "lowrank", "structured", "laplace", "laplace_glm", "nuts"]
     for name, r in rows.items():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["nll"] > 0
         if name != "nuts":
