@@ -7,7 +7,8 @@ Then, for A, B (MNIST-size MLP 784-400-400-10, 100 draws x 10,000 inputs), D (Le
 draws one after another through the plain net), "vectorize" (vmap over chunks of draws) and "auto" (the default),
 each as x (S deterministic passes over the same inputs: the work itself) and auto against the faster of the two.
 The machine's roofline is the throughput of one large torch.mm; the sweep at the end finds where looping starts
-to beat vectorising (the predictive's LOOP_FLOATS).
+to beat vectorising (the predictive's LOOP_FLOATS); the last line times B's first layer with the inputs shared
+across k draws (one wider GEMM) against one draw's GEMM.
 
     .venv/bin/python benchmarks/predictive_time.py [--repeats 5] [--threads 2]
 """
@@ -65,7 +66,7 @@ def main(argv=None):
         bnn.eval()
         guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
         with torch.no_grad():
-            det = median_time(lambda: net(x), args.repeats) * s
+            det = median_time(lambda: [net(x) for _ in range(s)], args.repeats)  # S passes back to back
         t = {k: median_time(lambda: pyrobnn.predict(bnn, guide, x, num_samples=s, strategy=k), args.repeats)
              for k in ("loop", "vectorize", "auto")}
         chosen = choose_strategy(x.shape[0], _floats_per_row(bnn, x))
@@ -85,6 +86,20 @@ def main(argv=None):
                       for k in ("loop", "vectorize"))
             cells.append(f"N={n} [{n * _floats_per_row(bnn, x):.0e}]: {lo / ve:.2f}")
         print(f"  {name}: " + ", ".join(cells))
+    shared_first_layer(args.repeats)
+
+
+def shared_first_layer(repeats: int) -> None:
+    """B's first layer (10,000 x 784 inputs, 784 -> 400) for k draws at once: the inputs are the same for every draw,
+    so k draws' weights stacked make one wider GEMM. Per-draw time of that GEMM against k separate ones."""
+    x, w, b = torch.randn(10_000, 784), torch.randn(400, 784), torch.randn(400)
+    one = median_time(lambda: torch.nn.functional.linear(x, w, b), repeats)
+    cells = []
+    for k in (2, 4, 8):
+        wk, bk = torch.cat([w] * k), torch.cat([b] * k)
+        cells.append(f"k={k}: {median_time(lambda: torch.nn.functional.linear(x, wk, bk), repeats) / k / one:.2f}")
+    print(f"B first layer, k draws in one GEMM, per-draw time / one draw's GEMM ({one * 1e3:.1f} ms): "
+          + ", ".join(cells))
 
 
 def mm_gflops(repeats: int) -> float:

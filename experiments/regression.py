@@ -169,6 +169,8 @@ def over_splits(run_dir: Path, x: torch.Tensor, y: torch.Tensor, splits, model: 
         rep, pp = evaluate(bnn, guide, scaling, x[te], y[te], model.num_samples, model.seed, factor)
         entry = {"split": k, "n_train": len(tr), "n_test": len(te), "noise_factor": factor,
                  **{m: v for m, v in rep.items() if m != "calibration"}}
+        if bnn.prior_log_scales:  # type-II ML: the prior sigma each layer ended with, beside the fan-in start
+            entry["prior_scales"] = bnn.prior_scales()
         if model.inference == "nuts":
             entry["nuts"] = {**guide.diagnostics(bnn, x[te]), "seconds": hist.records[0]["seconds"]}
         if factor != 1.0:
@@ -203,6 +205,8 @@ def summary(per_split: list[dict]) -> dict:
                        "ess_bulk_min": min(d["ess_bulk_min"] for d in diag),
                        "divergences": sum(d["divergences"] for d in diag),
                        "seconds": mean_se([d["seconds"] for d in diag])}
+    if all("prior_scales" in s for s in per_split):
+        out["prior_scales"] = {k: mean_se([s["prior_scales"][k] for s in per_split]) for k in per_split[0]["prior_scales"]}
     if all("conformal" in s for s in per_split):
         conf = [s["conformal"] for s in per_split]
         out["conformal"] = {"level": conf[0]["level"], "score": conf[0]["score"],

@@ -115,6 +115,9 @@ def print_summary(res: dict) -> None:
         d = res["nuts"]
         print(f"NUTS over the splits: predictive R-hat max {d['rhat_max']:.3f}, bulk ESS min {d['ess_bulk_min']:.0f}, "
               f"{d['divergences']} divergences, {d['seconds'][0]:.0f} s per split")
+    if "prior_scales" in res:
+        print("learned prior sigmas (mean ± s.e. over the splits): " + ", ".join(
+            f"{k} {m:.3f} ± {se:.3f}" for k, (m, se) in res["prior_scales"].items()))
     if "conformal" in res:
         c = res["conformal"]
         print(f"conformal {c['level']:.0%} intervals ({c['score']}): coverage {c['conformal_coverage'][0]:.3f} ± "

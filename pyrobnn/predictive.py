@@ -1,5 +1,5 @@
-"""Vectorised posterior predictive: all weight draws go through the net in one batched call
-(chunked only to bound memory), never a Python loop over draws."""
+"""Posterior predictive: weight draws through the net, vectorised over chunks of draws (``vmap``) for small
+passes or one after another through the plain net for large ones; chunked to bound memory."""
 from __future__ import annotations
 
 import math

@@ -40,8 +40,10 @@ def _eggs(egg_csv):
     return x[:-50], torch.tensor(df["outcome"].to_numpy())[:-50], x[-50:]
 
 
-@pytest.mark.parametrize("name", ["lowrank", "structured", "laplace"])
-def test_new_guides_train_and_predict_on_real_eggs(egg_csv, name):
+@pytest.mark.parametrize("name,particles", [("lowrank", 1), ("structured", 1), ("laplace", 1), ("lowrank", 4),
+                                            ("structured", 4)])
+def test_new_guides_train_and_predict_on_real_eggs(egg_csv, name, particles):
+    """particles > 1: Pyro's vectorised particles, the guide drawn under a particle plate."""
     x, y, xt = _eggs(egg_csv)
     torch.manual_seed(0)
     bnn = pyrobnn.lift(TwoPath())
@@ -50,7 +52,8 @@ def test_new_guides_train_and_predict_on_real_eggs(egg_csv, name):
     guide(x[:1])  # materialise lazy parameters, to compare after training
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     before.update({k: v.detach().clone() for k, v in getattr(guide, "named_parameters", lambda: [])()})
-    hist = pyrobnn.fit(bnn, guide, (x, y), epochs=15, lr=2e-2, batch_size=64, loss="trace", seed=0, progress=False)
+    hist = pyrobnn.fit(bnn, guide, (x, y), epochs=15, lr=2e-2, batch_size=64, loss="trace", seed=0, progress=False,
+                       num_particles=particles)
     after = dict(pyro.get_param_store().items())
     after.update(dict(getattr(guide, "named_parameters", lambda: [])()))
     assert before and all(not torch.equal(v, after[k].detach()) for k, v in before.items())
