@@ -165,6 +165,21 @@ class BinaryLogit(nn.Module):
         return self.body(x)
 
 
+class GatedMixer(nn.Module):
+    """Raw parameters in an einsum, LayerNorm, GELU and a gate; the one Linear it registers is its last layer."""
+
+    def __init__(self, n_in: int = 4, hidden: int = 8, n_out: int = 3):
+        super().__init__()
+        self.head = nn.Linear(hidden, n_out)
+        self.norm = nn.LayerNorm(n_in)
+        self.mix = nn.Parameter(torch.randn(n_in, hidden) / n_in ** 0.5)
+        self.gate = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, x):
+        h = torch.einsum("ni,ih->nh", self.norm(x), self.mix)
+        return self.head(nn.functional.gelu(h) * torch.sigmoid(self.gate))
+
+
 @dataclass
 class Case:
     """A net, the likelihood for its output, and a small task."""
@@ -251,4 +266,5 @@ CASES = [
     Case("[N, 2] regression", TwoTargetRegressor, lambda: likelihoods.Normal(scale=None, targets=2),
          lambda g: _regression(g, 2)),
     Case("binary logits (Bernoulli)", BinaryLogit, likelihoods.Bernoulli, _binary),
+    Case("raw Parameters + einsum, Linear last", GatedMixer, lambda: likelihoods.Categorical(), _features),
 ]

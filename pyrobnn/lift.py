@@ -93,6 +93,7 @@ class BayesianNet(nn.Module):
         first = _first_layer(net)  # a Linear fixes the feature count, an Embedding takes token ids
         self.n_features = n_features if n_features is not None else \
             (first.in_features if isinstance(first, nn.Linear) else None)
+        self._features_guessed = n_features is None and self.n_features is not None
         self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) else None
         self._row_shape: tuple[int, ...] | None = None
 
@@ -156,17 +157,21 @@ class BayesianNet(nn.Module):
         """The net's output per input row (``(k,)``; ``(1,)`` for a net that returns ``[N]``), measured
         once on ``x[:1]`` in eval mode without changing any state."""
         if self._row_shape is None:
-            was = self.net.training
-            try:
-                with torch.no_grad(), self.frozen_buffers():
-                    self.net.eval()
-                    out = self.net(x[:1].to(self.device))
-            finally:
-                self.net.train(was)
+            out = self._probe(x)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}")
             self._row_shape = tuple(out.shape[1:]) or (1,)
         return self._row_shape
+
+    def _probe(self, x: torch.Tensor) -> Any:
+        """The plain net on ``x[:1]`` in eval mode, without gradients or any change of state."""
+        was = self.net.training
+        try:
+            with torch.no_grad(), self.frozen_buffers():
+                self.net.eval()
+                return self.net(x[:1].to(self.device))
+        finally:
+            self.net.train(was)
 
     def initial_values(self) -> dict[str, torch.Tensor]:
         """Current values of every site: the net's weights, the likelihood's starting latents."""
@@ -243,7 +248,15 @@ class BayesianNet(nn.Module):
             latents = {n: v.squeeze(lead - 1) for n, v in latents.items() if n not in self.net_sites}
         if y is not None:
             y = self.likelihood.check(y, out.shape[-2], tuple(out.shape[-1:]))
-        return self.likelihood(out, y, data_size, latents)
+        try:
+            return self.likelihood(out, y, data_size, latents)
+        except ValueError:  # Pyro's argument validation; is it the net's output that is bad?
+            if torch.isfinite(out).all():
+                raise
+            raise ValueError(
+                "the net returned NaN/inf at these weights: a guide that starts every weight at 0 (Pyro's AutoNormal "
+                "with its default init_to_feasible) breaks nets that divide by a weight's norm (weight_norm); start "
+                "from the net's weights with pyrobnn.auto_normal(bnn), or pass init_loc_fn=init_to_sample") from None
 
     # --- input checks ----------------------------------------------------------------------------
     @overload
@@ -260,10 +273,22 @@ class BayesianNet(nn.Module):
         if self.vocab_size is not None:
             x = check_tokens(x, self.vocab_size, name)
         else:
-            x = check_features(x, self.n_features, name)
+            x = check_features(x, None if self._features_guessed else self.n_features, name)
+            if self._features_guessed and x.dim() == 2 and x.shape[1] != self.n_features:
+                self._check_guess(x, name)
         if y is not None:
             y = self.likelihood.check(y, x.shape[0], self.row_shape(x))
         return x, y
+
+    def _check_guess(self, x: torch.Tensor, name: str) -> None:
+        """The feature count was guessed from the first Linear the net registers, which need not be the
+        first one its forward calls (raw parameters, layers defined out of order): when ``x`` does not
+        fit the guess but the net runs on it, the guess was wrong and is dropped."""
+        try:
+            self._probe(x)
+        except Exception:
+            raise ValueError(f"{name} has {x.shape[1]} features; the net expects {self.n_features}") from None
+        self.n_features, self._features_guessed = None, False
 
 
 def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) -> torch.Tensor:

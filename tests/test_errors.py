@@ -126,6 +126,18 @@ def test_bad_api_input(name, call, message):
     assert "\n" not in text
 
 
+def test_nan_output_at_autonormals_zero_start_is_named():
+    """weight_norm divides by |v|: at Pyro's AutoNormal start (every weight 0) the net returns 0/0. The first line
+    says so (Pyro appends the trace's shapes below it); pyrobnn's own auto_normal starts from the net and trains."""
+    from pyro.infer.autoguide import AutoNormal
+    b = pyrobnn.lift(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(2, 4)), nn.Linear(4, 3)))
+    with pytest.raises(ValueError) as e:
+        AutoNormal(b.model)(X, Y)
+    assert str(e.value).splitlines()[0].startswith("the net returned NaN/inf at these weights")
+    hist = pyrobnn.fit(b, pyrobnn.auto_normal(b), (X, Y), epochs=20, lr=0.05, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+
+
 def _csv(tmp_path, content: bytes | str, name="eggs.csv"):
     p = tmp_path / name
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
