@@ -158,9 +158,7 @@ class BayesianNet(nn.Module):
         once on ``x[:1]`` in eval mode without changing any state."""
         if self._row_shape is None:
             out = self._probe(x)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}")
-            self._row_shape = tuple(out.shape[1:]) or (1,)
+            self._row_shape = tuple(_tensor(out).shape[1:]) or (1,)
         return self._row_shape
 
     def _probe(self, x: torch.Tensor) -> Any:
@@ -229,6 +227,7 @@ class BayesianNet(nn.Module):
 
             out, stats = vmap(run, randomness="different")(flat)
         update_running(record.calls, stats)
+        out = _tensor(out)
         return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None) -> torch.Tensor:
@@ -316,9 +315,15 @@ def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) 
 
 def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     """``[*lead, N]`` (one value per row) becomes ``[*lead, N, 1]``; wider outputs are unchanged."""
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}")
+    out = _tensor(out)
     return out.unsqueeze(-1) if out.dim() - n_lead == 1 else out
+
+
+def _tensor(out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        hint = " (return only the output the likelihood scores)" if isinstance(out, (tuple, list, dict)) else ""
+        raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}{hint}")
+    return out
 
 
 def _first_layer(net: nn.Module) -> nn.Module | None:

@@ -28,8 +28,8 @@ inf_x = X.clone()
 inf_x[3, 0] = math.inf
 
 
-def fit(x, y, **kw):
-    b = bnn()
+def fit(x, y, net=None, **kw):
+    b = bnn() if net is None else pyrobnn.lift(net)
     pyrobnn.fit(b, MeanFieldNormal(b), (x, y), epochs=kw.pop("epochs", 1), progress=False, **kw)
 
 
@@ -107,9 +107,19 @@ CASES = [
     ("k targets, other width", lambda: _fit_with(likelihoods.Normal(targets=3), torch.zeros(4, 3)),
      "the likelihood has 3 targets but the net outputs 1 values per row"),
     ("StudentT df", lambda: likelihoods.StudentT(df=0), "StudentT df must be a finite number > 0; got 0"),
+    ("net returns a tuple", lambda: fit(X, Y, net=TupleOut()), "the net must return a tensor; it returned tuple"),
     ("predict mode", lambda: predict(bnn(), MeanFieldNormal(bnn()), X, num_samples=5, mode="mc"),
      "mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got 'mc'"),
 ]
+
+
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.a(x), x
 
 
 def _fit_with(likelihood, y, width=1):
