@@ -206,7 +206,8 @@ def summary(per_split: list[dict]) -> dict:
                        "divergences": sum(d["divergences"] for d in diag),
                        "seconds": mean_se([d["seconds"] for d in diag])}
     if all("prior_scales" in s for s in per_split):
-        out["prior_scales"] = {k: mean_se([s["prior_scales"][k] for s in per_split]) for k in per_split[0]["prior_scales"]}
+        names = per_split[0]["prior_scales"]
+        out["prior_scales"] = {k: mean_se([s["prior_scales"][k] for s in per_split]) for k in names}
     if all("conformal" in s for s in per_split):
         conf = [s["conformal"] for s in per_split]
         out["conformal"] = {"level": conf[0]["level"], "score": conf[0]["score"],
