@@ -253,9 +253,10 @@ class BayesianNet(nn.Module):
             if torch.isfinite(out).all():
                 raise
             raise ValueError(
-                "the net returned NaN/inf at these weights: a guide that starts every weight at 0 (Pyro's AutoNormal "
-                "with its default init_to_feasible) breaks nets that divide by a weight's norm (weight_norm); start "
-                "from the net's weights with pyrobnn.auto_normal(bnn), or pass init_loc_fn=init_to_sample") from None
+                "the net returned NaN/inf at these weights; for instance a guide that starts every weight at 0 "
+                "(Pyro's AutoNormal with its default init_to_feasible) breaks nets that divide by a weight's norm "
+                "(weight_norm): start from the net's weights with pyrobnn.auto_normal(bnn), or pass "
+                "init_loc_fn=init_to_sample") from None
 
     # --- input checks ----------------------------------------------------------------------------
     @overload
