@@ -32,7 +32,9 @@ from torch.func import grad, hessian, jvp, vmap
 from ._types import ArrayLike
 from .autoguides import Init, _init_locs, last_layer
 from .lift import BayesianNet
+from .paramstore import expose
 from .potential import FlatLayout, _normal_terms, log_joint
+from .transformable import transformable
 
 MODES = ("full", "last_layer", "diagonal")
 MAX_FULL = 5000  # weights for which the full D x D Hessian is built
@@ -76,7 +78,9 @@ class LaplaceGuide(nn.Module):
         return self.layout.split(self.sample_flat(num_samples))
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """A Pyro guide: Delta sites at the MAP (while fitting) or at one draw of the approximation."""
+        """A Pyro guide: Delta sites at the MAP (while fitting) or at one draw of the approximation. ``loc`` is
+        declared as the param site ``"laplace$$$loc"``, so a plain ``pyro.infer.SVI`` loop trains it too."""
+        expose("laplace", self.named_parameters())
         w = self.loc if not self.approximated else self.sample_flat(1)[0]
         return {k: pyro.sample(k, dist.Delta(v, event_dim=v.dim())) for k, v in self.layout.split(w).items()}
 
@@ -88,7 +92,7 @@ class LaplaceGuide(nn.Module):
         def push(t):
             return jvp(lambda values: bnn.forward(x, values), (at,), (t,))[1]
 
-        with warnings.catch_warnings():  # torch's forward-mode AD announces a deprecation of its own internals
+        with warnings.catch_warnings(), transformable(bnn.net):  # (forward-mode AD warns of its own internals)
             warnings.simplefilter("ignore", DeprecationWarning)
             return bnn.forward(x, at) + vmap(push)(tangents)
 
@@ -118,7 +122,7 @@ class LaplaceGuide(nn.Module):
         was = bnn.training
         try:
             bnn.eval()
-            with bnn.frozen_buffers(), torch.enable_grad():
+            with bnn.frozen_buffers(), torch.enable_grad(), transformable(bnn.net):
                 index = torch.arange(self.layout.dim, device=w.device) if mode == "full" else \
                     self._sites_index(last_layer(bnn) if mode == "last_layer" else [])
                 prec = (prior_prec + self._fisher_diag(bnn, w, x, y)).clamp_min(1e-6) if mode != "full" else None
