@@ -15,8 +15,10 @@ from typing import Any, Callable
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoLowRankMultivariateNormal, AutoNormal
 
 from pyrobnn import MeanFieldNormal, auto_normal, lift
+from pyrobnn.autoguides import low_rank, structured
 from pyrobnn.conformance import ROUTES, Cell, check
 from pyrobnn.guides.normal import normal_guide
+from pyrobnn.laplace import LaplaceGuide
 from pyrobnn.models.zoo import CASES, Case
 
 GUIDES: dict[str, Callable[[Any], Any]] = {
@@ -26,6 +28,9 @@ GUIDES: dict[str, Callable[[Any], Any]] = {
     "AutoDiagonalNormal": lambda bnn: AutoDiagonalNormal(bnn.model),
     "AutoLowRankMVN": lambda bnn: AutoLowRankMultivariateNormal(bnn.model, rank=2),
     "hand-written": normal_guide,
+    "low_rank": lambda bnn: low_rank(bnn, rank=2),
+    "structured": structured,
+    "LaplaceGuide": LaplaceGuide,
 }
 
 
