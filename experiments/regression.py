@@ -34,7 +34,8 @@ class RegressionConfig:
     prior_scale: float | None = None  # None: Normal(0, gain / sqrt(fan_in)) per layer; else N(0, s) everywhere
     prior_gain: float = 1.0
     learn_prior_scales: bool = option(False, "learn each layer's prior std by maximising the ELBO (type-II maximum "
-                                             "likelihood), starting from the fixed ones")
+                                             "likelihood), starting from the fixed ones; with --inference nuts, NUTS "
+                                             "then samples under the learned ones (empirical Bayes)")
     noise_prior_median: float = 0.5  # in standardised target units
     heteroscedastic: bool = option(False, "the net predicts the noise too")
     num_samples: int = option(1000, "posterior draws", minimum=1)
@@ -86,21 +87,27 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
     y_mean, y_std = standardisation(y_tr)
     bnn, guide = build_regressor(x_tr.shape[1], cfg)
     bnn.net.fit_inputs(x_tr)
-    n = x_tr.shape[0]
+    data = (x_tr, (y_tr - y_mean) / y_std)
     if cfg.inference == "nuts":  # every site is latent (weights and the noise), so NUTS samples them all
         start = time.perf_counter()
-        post = nuts(bnn, (x_tr, (y_tr - y_mean) / y_std), cfg.nuts_samples, cfg.nuts_warmup,
-                    num_chains=cfg.nuts_chains, max_tree_depth=cfg.max_tree_depth, init="map", seed=cfg.seed,
-                    progress=progress)
+        if cfg.learn_prior_scales:  # empirical Bayes: the prior sigmas that maximise the ELBO, then NUTS under them
+            _svi(bnn, guide, data, cfg, progress)
+        post = nuts(bnn, data, cfg.nuts_samples, cfg.nuts_warmup, num_chains=cfg.nuts_chains,
+                    max_tree_depth=cfg.max_tree_depth, init="map", seed=cfg.seed, progress=progress)
         return bnn, post, (y_mean, y_std), History(records=[{"seconds": time.perf_counter() - start}])
+    hist = _svi(bnn, guide, data, cfg, progress, checkpoint=checkpoint, resume=resume, callback=callback)
+    return bnn, guide, (y_mean, y_std), hist
+
+
+def _svi(bnn, guide, data, cfg: RegressionConfig, progress: bool, **run) -> History:
+    """The experiments' SVI schedule: clipped Adam decaying geometrically from lr to final_lr over cfg.steps steps."""
+    n = data[0].shape[0]
     bs = cfg.batch_size or (n if n <= 1024 else 1024)
     epochs = max(1, round(cfg.steps / math.ceil(n / bs)))
-    hist = pyrobnn.fit(bnn, guide, (x_tr, (y_tr - y_mean) / y_std), epochs=epochs, lr=cfg.lr, batch_size=bs,
-                       num_particles=cfg.num_particles, seed=cfg.seed, device=cfg.device, progress=progress,
-                       optimizer="clipped_adam", lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps),
-                       checkpoint=checkpoint, checkpoint_every=max(1, epochs // 40), resume=resume,
-                       callback=callback)  # epochs are single steps here: no fsync'd state file after each
-    return bnn, guide, (y_mean, y_std), hist
+    return pyrobnn.fit(bnn, guide, data, epochs=epochs, lr=cfg.lr, batch_size=bs, num_particles=cfg.num_particles,
+                       seed=cfg.seed, device=cfg.device, progress=progress, optimizer="clipped_adam",
+                       lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps), checkpoint_every=max(1, epochs // 40),
+                       **run)  # epochs are single steps here: no fsync'd state file after each
 
 
 def holdout_noise_factor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig, fraction: float,

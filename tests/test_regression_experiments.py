@@ -69,13 +69,21 @@ def test_uci_bad_input(tmp_path, capsys):
     assert "no data.txt for yacht" in capsys.readouterr().err
 
 
-def test_uci_with_nuts_as_the_inference(tmp_path, capsys):
+@pytest.mark.parametrize("learned", [False, True])
+def test_uci_with_nuts_as_the_inference(tmp_path, capsys, learned):
+    """learned: empirical Bayes, the prior sigmas that maximise the ELBO, then NUTS under them."""
     root = data_file("uci_regression/yacht/data/data.txt").parents[2]
     args = ["run", "uci", "--dataset", "yacht", "--splits", "1", "--data-dir", str(root), "--inference", "nuts",
             "--nuts-samples", "40", "--nuts-warmup", "40", "--max-tree-depth", "5", "--num-samples", "80",
-            "--no-progress", "--out", str(tmp_path)]
+            "--no-progress", "--out", str(tmp_path)] + (["--learn-prior-scales", "--steps", "300"] if learned else [])
     assert main(args) == 0
     out = capsys.readouterr().out
+    assert ("learned prior sigmas" in out) == learned
+    if learned:
+        (run,) = (tmp_path / "uci-yacht").iterdir()
+        scales = json.loads((run / "metrics.json").read_text())["per_split"][0]["prior_scales"]
+        fan_in = {"1.weight": 6 ** -0.5, "3.weight": 50 ** -0.5}  # the starts: 1/sqrt(fan-in)
+        assert all(abs(math.log(scales[k] / v)) > 0.1 for k, v in fan_in.items()), scales
     assert "| yacht (NUTS) | 1 |" in out and "NUTS over the splits: predictive R-hat max" in out
     (run,) = (tmp_path / "uci-yacht").iterdir()
     m = json.loads((run / "metrics.json").read_text())
