@@ -14,11 +14,14 @@ import torch
 import pyrobnn
 from pyrobnn import likelihoods, metrics, priors
 from pyrobnn.history import History
+from pyrobnn.laplace import MAX_FULL, LaplaceGuide
 from pyrobnn.mcmc import nuts
 from pyrobnn.models.regression import MLPRegressor
 from pyrobnn.runs import EpochLog, write_json
 
 from .options import device_option, option, seed_option
+
+GUIDES = ("meanfield", "laplace", "laplace_glm")
 
 
 @dataclass
@@ -47,12 +50,21 @@ class RegressionConfig:
     conformal_score: str = option("cqr", "conformal score", choices=("cqr", "normalized"))
     inference: str = option("vi", "vi (SVI with the mean-field guide) or nuts (the exact reference: pyrobnn.mcmc)",
                             choices=("vi", "nuts"))
+    guide: str = option("meanfield", "the approximation --inference vi fits: meanfield, or laplace / laplace_glm (a "
+                                     "MAP fit, then a Normal from the full Hessian there, with the plain or the "
+                                     "linearised predictive)", choices=GUIDES)
     nuts_samples: int = option(300, "NUTS draws per chain (--inference nuts)", minimum=1)
     nuts_warmup: int = option(300, "NUTS warm-up steps per chain (--inference nuts)", minimum=1)
     nuts_chains: int = option(2, "NUTS chains, batched (--inference nuts)", minimum=1)
     max_tree_depth: int = option(7, "NUTS tree depth limit (--inference nuts)", minimum=1)
+    nuts_dense_mass: bool = option(False, "NUTS adapts a dense mass matrix per chain (--inference nuts)")
     seed: int = seed_option()
     device: str = device_option()
+
+    def validate(self) -> None:
+        if self.guide != "meanfield" and (self.inference == "nuts" or self.learn_prior_scales):
+            raise ValueError(f"--guide {self.guide} fits a MAP: it goes with --inference vi and without "
+                             "--learn-prior-scales (the prior sigmas that maximise a MAP's objective shrink to zero)")
 
 
 def standardisation(y: torch.Tensor) -> tuple[float, float]:
@@ -75,6 +87,8 @@ def build_regressor(n_in: int, cfg: RegressionConfig):
     layer_priors = priors.fan_in_normal(net, cfg.prior_gain, learned) if cfg.prior_scale is None else {}
     default = (priors.LearnedNormal if learned else priors.Normal)(0.0, cfg.prior_scale or 1.0)
     bnn = pyrobnn.lift(net, prior=default, priors=layer_priors, likelihood=lik)
+    if cfg.guide != "meanfield":
+        return bnn, LaplaceGuide(bnn, init="net", linearized=cfg.guide == "laplace_glm")
     return bnn, pyrobnn.MeanFieldNormal(bnn, init="net", init_scale=cfg.init_scale)
 
 
@@ -82,6 +96,7 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
                   checkpoint=None, resume: bool = False, callback=None):
     """Train a Bayesian MLP on (x_tr, y_tr); returns (bnn, guide, (y_mean, y_std), history).
     ``checkpoint`` / ``resume`` / ``callback`` as in :func:`pyrobnn.fit`."""
+    cfg.validate()
     pyro.clear_param_store()
     torch.manual_seed(cfg.seed)
     y_mean, y_std = standardisation(y_tr)
@@ -93,9 +108,12 @@ def fit_regressor(x_tr: torch.Tensor, y_tr: torch.Tensor, cfg: RegressionConfig,
         if cfg.learn_prior_scales:  # empirical Bayes: the prior sigmas that maximise the ELBO, then NUTS under them
             _svi(bnn, guide, data, cfg, progress)
         post = nuts(bnn, data, cfg.nuts_samples, cfg.nuts_warmup, num_chains=cfg.nuts_chains,
-                    max_tree_depth=cfg.max_tree_depth, init="map", seed=cfg.seed, progress=progress)
+                    max_tree_depth=cfg.max_tree_depth, dense_mass=cfg.nuts_dense_mass, init="map", seed=cfg.seed,
+                    progress=progress)
         return bnn, post, (y_mean, y_std), History(records=[{"seconds": time.perf_counter() - start}])
     hist = _svi(bnn, guide, data, cfg, progress, checkpoint=checkpoint, resume=resume, callback=callback)
+    if isinstance(guide, LaplaceGuide) and not hist.interrupted:  # the MAP is found: the Normal around it
+        guide.approximate(bnn, data, "full" if guide.layout.dim <= MAX_FULL else "last_layer")
     return bnn, guide, (y_mean, y_std), hist
 
 
@@ -104,7 +122,9 @@ def _svi(bnn, guide, data, cfg: RegressionConfig, progress: bool, **run) -> Hist
     n = data[0].shape[0]
     bs = cfg.batch_size or (n if n <= 1024 else 1024)
     epochs = max(1, round(cfg.steps / math.ceil(n / bs)))
-    return pyrobnn.fit(bnn, guide, data, epochs=epochs, lr=cfg.lr, batch_size=bs, num_particles=cfg.num_particles,
+    point = isinstance(guide, LaplaceGuide)  # a MAP fit: one particle is exact, and Trace_ELBO takes Delta sites
+    return pyrobnn.fit(bnn, guide, data, epochs=epochs, lr=cfg.lr, batch_size=bs,
+                       num_particles=1 if point else cfg.num_particles, loss="trace" if point else "meanfield",
                        seed=cfg.seed, device=cfg.device, progress=progress, optimizer="clipped_adam",
                        lr_decay=(cfg.final_lr / cfg.lr) ** (1.0 / cfg.steps), checkpoint_every=max(1, epochs // 40),
                        **run)  # epochs are single steps here: no fsync'd state file after each

@@ -74,6 +74,7 @@ def split(folder: Path, k: int):
 
 
 def run(cfg: UCIConfig, resume_dir=None) -> dict:
+    cfg.model.validate()
     folder = data_folder(cfg)
     x, y, n_splits = load(folder)
     k_max = n_splits if cfg.splits is None else int(cfg.splits)

@@ -206,30 +206,37 @@ def map_fit(pot: Potential, w: torch.Tensor, steps: int, lr: float = 1e-2) -> to
     return w.detach()
 
 
-def _kernel(potential_fn, kind: str, max_tree_depth: int, target_accept: float, trajectory_length: float):
+def _kernel(potential_fn, kind: str, max_tree_depth: int, target_accept: float, trajectory_length: float,
+            full_mass):
     if kind == "nuts":
-        return NUTS(potential_fn=potential_fn, max_tree_depth=max_tree_depth, target_accept_prob=target_accept)
+        return NUTS(potential_fn=potential_fn, max_tree_depth=max_tree_depth, target_accept_prob=target_accept,
+                    full_mass=full_mass)
     if kind == "hmc":
-        return HMC(potential_fn=potential_fn, trajectory_length=trajectory_length, target_accept_prob=target_accept)
+        return HMC(potential_fn=potential_fn, trajectory_length=trajectory_length, target_accept_prob=target_accept,
+                   full_mass=full_mass)
     raise ValueError(f"kernel must be 'nuts' or 'hmc'; got {kind!r}")
 
 
 def _run(potential_fn, init: torch.Tensor, num_samples: int, warmup_steps: int, progress: bool, chains: int,
-         **kernel_args) -> tuple[torch.Tensor, dict]:
-    """One ``pyro.infer.MCMC`` run from ``init``; draws ``[pyro chains, S, *init.shape[1:]]`` and statistics."""
+         copies: int = 0, dense_mass: bool = False, **kernel_args) -> tuple[torch.Tensor, dict]:
+    """One ``pyro.infer.MCMC`` run from ``init``; draws ``[pyro chains, S, *init.shape[1:]]`` and statistics.
+    ``copies`` > 0: ``init`` is ``[copies, D]``, each copy its own site ``w0``, ``w1``, ... (so a dense mass
+    matrix is a block per copy, not one over all of them), stacked into ``[copies, D]`` for ``potential_fn``."""
     calls = [0]
+    names = [f"w{c}" for c in range(copies)] if copies else ["w"]
 
     def counted(z):
         calls[0] += 1
-        return potential_fn(z)
+        return potential_fn({"w": torch.stack([z[k] for k in names]) if copies else z["w"]})
 
-    kernel = _kernel(counted, **kernel_args)
+    kernel = _kernel(counted, full_mass=[(k,) for k in names] if dense_mass else False, **kernel_args)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=chains,
-                initial_params={"w": init}, disable_progbar=not progress)
+                initial_params=dict(zip(names, init if copies else [init])), disable_progbar=not progress)
     start = time.perf_counter()
     mcmc.run()
     seconds = time.perf_counter() - start
-    draws = mcmc.get_samples(group_by_chain=True)["w"]
+    by_site = mcmc.get_samples(group_by_chain=True)
+    draws = torch.stack([by_site[k] for k in names], 2) if copies else by_site["w"]
     diag = mcmc.diagnostics()
     n = draws.shape[0]
     return draws, {
@@ -245,7 +252,7 @@ def nuts(bnn: BayesianNet, data: tuple[ArrayLike, ArrayLike], num_samples: int, 
          num_chains: int = 1, chain_method: str = "batched", max_tree_depth: int = 8, target_accept: float = 0.8,
          init: str | Mapping[str, Any] = "net", init_jitter: float = 0.1, map_steps: int = 300,
          seed: int | None = None, progress: bool = True, kernel: str = "nuts", trajectory_length: float = 2 * math.pi,
-         max_work: float = MAX_WORK) -> MCMCPosterior:
+         dense_mass: bool = False, max_work: float = MAX_WORK) -> MCMCPosterior:
     """Sample the posterior of ``bnn`` given ``data = (x, y)`` with Pyro's NUTS (or ``kernel="hmc"``).
 
     Args:
@@ -257,6 +264,8 @@ def nuts(bnn: BayesianNet, data: tuple[ArrayLike, ArrayLike], num_samples: int, 
         init: ``"net"`` (the net's current weights; chains after the first jittered by ``init_jitter``),
             ``"map"`` (the same, then ``map_steps`` of full-batch Adam on the log joint), or a dict of site
             values.
+        dense_mass: adapt a dense mass matrix over each chain's weights (a D x D covariance per chain, estimated in
+            warm-up) instead of a diagonal one: for posteriors narrow along directions that mix many weights.
         max_work: rows x weights above which the full-data gradient at every leapfrog step is refused.
     Returns an :class:`MCMCPosterior`; its ``diagnostics(bnn, x)`` checks convergence.
     """
@@ -281,10 +290,12 @@ def nuts(bnn: BayesianNet, data: tuple[ArrayLike, ArrayLike], num_samples: int, 
     pot = Potential(bnn, x, y, chains=num_chains if batched else None)
     with torch.no_grad():
         start = _initial(bnn, pot, init, num_chains, init_jitter, map_steps)
-    kernel_args = {"kind": kernel, "max_tree_depth": max_tree_depth, "target_accept": target_accept,
-                   "trajectory_length": trajectory_length}
+    kernel_args: dict[str, Any] = {"kind": kernel, "max_tree_depth": max_tree_depth, "target_accept": target_accept,
+                                   "trajectory_length": trajectory_length, "dense_mass": bool(dense_mass)}
     if batched:
-        draws, stats = _run(pot.potential_fn, start, num_samples, warmup_steps, progress, 1, **kernel_args)
+        copies = num_chains if dense_mass else 0  # a site per copy only where the mass matrix needs the blocks
+        draws, stats = _run(pot.potential_fn, start, num_samples, warmup_steps, progress, 1, copies=copies,
+                            **kernel_args)
         draws = draws[0].transpose(0, 1)  # [S, C, D] -> [C, S, D]
     elif chain_method == "parallel" and num_chains > 1:
         draws, stats = _run(pot.potential_fn, start, num_samples, warmup_steps, progress, num_chains, **kernel_args)
