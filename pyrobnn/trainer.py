@@ -16,6 +16,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -370,4 +371,8 @@ class Trainer:
             self.history.best_epoch = self.best["epoch"]
             self.history.events.append(f"restored epoch {self.best['epoch']} "
                                        f"(best validation {self.o.keep_best} {self.best['value']:.4g})")
+        rose = None if self.history.interrupted else self.history.loss_rose()
+        if rose:  # a run that went backwards says so, in the history and as a warning
+            self.history.events.append(rose)
+            warnings.warn("pyrobnn.fit: " + rose, RuntimeWarning, stacklevel=4)
         return self.history

@@ -11,6 +11,7 @@ import pyrobnn
 from pyrobnn import likelihoods, metrics
 from pyrobnn.experiments.sentiment import SOURCES, read_sentences
 from pyrobnn.experiments.stocks import read_closes
+from pyrobnn.history import History
 from pyrobnn.text import Vocabulary
 from tests.conftest import data_file
 
@@ -79,3 +80,47 @@ def test_two_target_normal_covers_both_tickers():
     cov = torch.stack(coverage)  # [split, ticker]
     print(f"95% coverage per split (rows) and ticker (IBM, MSFT): {cov.tolist()}")
     assert ((cov >= 0.90) & (cov <= 0.98)).all()
+
+
+def _mixture_density_net(k: int = 3):
+    """A user's mixture-density head (a likelihood pyrobnn does not ship) on a tanh MLP, as ``Custom``."""
+    import pyro.distributions as dist
+    from torch.nn.functional import softplus
+
+    def mixture(out):
+        return dist.MixtureSameFamily(dist.Categorical(logits=out[..., :k]),
+                                      dist.Normal(out[..., k:2 * k], softplus(out[..., 2 * k:]) + 1e-2))
+
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    net = nn.Sequential(nn.Linear(13, 32), nn.Tanh(), nn.Linear(32, 3 * k))
+    return pyrobnn.lift(net, likelihood=likelihoods.Custom(mixture, name="mixture"))
+
+
+def test_a_run_that_goes_backwards_says_so(recwarn):
+    """Boston, standardised, a mixture-density net: at lr 0.005 the loss falls and fit stays quiet; at lr 0.05 Adam
+    is unstable (the loss climbs back above where it started) and fit warns, naming the epoch, in the history too."""
+    import numpy as np
+
+    table = torch.from_numpy(np.loadtxt(data_file("uci_regression/bostonHousing/data/data.txt"))).float()
+    x, y = table[:, :13], table[:, 13]
+    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
+    runs = {}
+    for lr in (0.005, 0.05):
+        bnn = _mixture_density_net()
+        guide = pyrobnn.MeanFieldNormal(bnn)
+        start = guide.loc_flat.detach().clone()
+        hist = pyrobnn.fit(bnn, guide, (x, y), epochs=1500, lr=lr, progress=False)
+        assert not torch.equal(start, guide.loc_flat.detach())
+        runs[lr] = (hist, [str(w.message) for w in recwarn.list if w.category is RuntimeWarning], bnn, guide)
+        recwarn.clear()
+    calm, calm_warnings, bnn, guide = runs[0.005]
+    assert sum(calm["loss"][-150:]) < sum(calm["loss"][:150]) and not calm_warnings and calm.loss_rose() is None
+    pp = pyrobnn.predict(bnn, guide, x[:50], num_samples=200, seed=0)
+    assert pp.draws.shape == (200, 50) and float((pp.mean() - y[:50]).pow(2).mean()) < 0.5  # y has variance 1
+    wild, wild_warnings, _, _ = runs[0.05]
+    (msg,) = wild_warnings
+    assert msg.startswith("pyrobnn.fit: the training loss rose after epoch ") and "lower lr" in msg
+    assert msg.removeprefix("pyrobnn.fit: ") in wild.events
+    warmed = History(records=[{**r, "kl_weight": min(1.0, i / 750)} for i, r in enumerate(wild.records)])
+    assert warmed.loss_rose() is None  # under a KL warm-up a rising loss is expected
