@@ -16,9 +16,19 @@ def _first_bad(mask: torch.Tensor) -> int:
     return int(rows[0, 0])
 
 
+def _one_input(x, name: str) -> None:
+    """A one-line error for several inputs where a net takes one tensor (e.g. ``(x_num, x_cat)``)."""
+    if isinstance(x, (tuple, list, dict)) and len(x) > 0 and all(
+            isinstance(v, (torch.Tensor, np.ndarray)) for v in (x.values() if isinstance(x, dict) else x)):
+        raise ValueError(f"{name} must be one tensor [rows, ...]; got a {type(x).__name__} of {len(x)} arrays: for a "
+                         f"net with several inputs, concatenate them into one tensor and split it in a wrapper's "
+                         f"forward (see pyrobnn.lift)")
+
+
 def as_float_tensor(x: ArrayLike, name: str = "X") -> torch.Tensor:
     """``x`` as a real float tensor (float64 and integers become float32); a one-line ValueError if it is not
     numeric."""
+    _one_input(x, name)
     if isinstance(x, (pd.DataFrame, pd.Series)):
         x = x.to_numpy()
     if isinstance(x, np.ndarray):
@@ -56,6 +66,7 @@ def check_features(x: ArrayLike, n_features: int | None = None, name: str = "X")
 
 def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor:
     """An integer tensor of token ids in [0, vocab_size) with at least one row."""
+    _one_input(x, name)
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.array(x))
     x = torch.as_tensor(x)

@@ -7,11 +7,13 @@ so one code path serves every Linear/Conv/normalisation layer the net is made of
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Union, overload
 
+import numpy as np
 import pyro
 import torch
 from torch import nn
@@ -71,6 +73,7 @@ class BayesianNet(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
+        _check_one_input(net)
         self.net = net
         self.likelihood: Likelihood = make_likelihood(likelihood)
         default = make_prior(Normal() if prior is None else prior)
@@ -94,7 +97,8 @@ class BayesianNet(nn.Module):
         self.n_features = n_features if n_features is not None else \
             (first.in_features if isinstance(first, nn.Linear) else None)
         self._features_guessed = n_features is None and self.n_features is not None
-        self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) else None
+        # token ids when the first layer is an Embedding, unless n_features says X holds float features
+        self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) and n_features is None else None
         self._row_shape: tuple[int, ...] | None = None
 
     # --- structure -----------------------------------------------------------------------------
@@ -270,6 +274,8 @@ class BayesianNet(nn.Module):
         """Checked tensors: ``x`` as token ids (Embedding nets) or float features, ``y`` by the likelihood.
 
         Raises a one-line ValueError naming ``name`` on bad input."""
+        if self.vocab_size is not None and self._float_input_runs(x):  # an Embedding fed from float columns
+            self.vocab_size = None
         if self.vocab_size is not None:
             x = check_tokens(x, self.vocab_size, name)
         else:
@@ -279,6 +285,18 @@ class BayesianNet(nn.Module):
         if y is not None:
             y = self.likelihood.check(y, x.shape[0], self.row_shape(x))
         return x, y
+
+    def _float_input_runs(self, x: ArrayLike) -> bool:
+        """True when ``x`` holds floats and the net runs on them although its first layer is an Embedding (a
+        wrapper that casts some columns to ids, e.g. one concatenating numeric and categorical inputs)."""
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point()) and not \
+                (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
+            return False
+        try:
+            self._probe(torch.as_tensor(x))
+        except Exception:  # noqa: BLE001 - the net does not take floats: they are refused as token ids
+            return False
+        return True
 
     def _check_guess(self, x: torch.Tensor, name: str) -> None:
         """The feature count was guessed from the first Linear the net registers, which need not be the
@@ -335,6 +353,20 @@ def _first_layer(net: nn.Module) -> nn.Module | None:
     return None
 
 
+def _check_one_input(net: nn.Module) -> None:
+    """pyrobnn runs a net on one tensor: a forward with several required inputs is refused in one line."""
+    try:
+        params = inspect.signature(net.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or scripted forward: nothing to read
+        return
+    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                              p.POSITIONAL_OR_KEYWORD)]
+    if len(required) > 1:
+        raise TypeError(f"lift: {type(net).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); "
+                        f"pyrobnn runs a net on one tensor X [rows, ...]: concatenate the inputs into X and lift a "
+                        f"wrapper whose forward(x) splits it, e.g. return net(x[:, :4], x[:, 4].long())")
+
+
 def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
          priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None) -> BayesianNet:
     """Lift ``net`` into a Bayesian net whose ``.model`` is a Pyro model.
@@ -345,5 +377,8 @@ def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "
         priors: per-module / per-parameter overrides, ``{"0": priors.Laplace(), "4.bias": None}``;
             ``None`` keeps that part of the net deterministic (trained as a point estimate).
         likelihood: ``"categorical"`` / ``"normal"`` or a :mod:`pyrobnn.likelihoods` instance.
+
+    The net's forward takes one tensor ``X [rows, ...]``; a net of several inputs is lifted through a wrapper that
+    splits one concatenated tensor (integer columns such as category ids are cast back with ``.long()``).
     """
     return BayesianNet(net, prior=prior, likelihood=likelihood, priors=priors, n_features=n_features)
