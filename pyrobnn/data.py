@@ -17,9 +17,12 @@ def _first_bad(mask: torch.Tensor) -> int:
 
 
 def _one_input(x, name: str) -> None:
-    """A one-line error for several inputs where a net takes one tensor (e.g. ``(x_num, x_cat)``)."""
-    if isinstance(x, (tuple, list, dict)) and len(x) > 0 and all(
-            isinstance(v, (torch.Tensor, np.ndarray)) for v in (x.values() if isinstance(x, dict) else x)):
+    """A one-line error for several inputs where a net takes one tensor: a tuple or dict of arrays (e.g.
+    ``(x_num, x_cat)``), or a list of arrays of different shapes (a list of equal rows is stacked as before)."""
+    parts = list(x.values() if isinstance(x, dict) else x) if isinstance(x, (tuple, list, dict)) else []
+    if not parts or not all(isinstance(v, (torch.Tensor, np.ndarray)) for v in parts):
+        return
+    if not isinstance(x, list) or len({tuple(v.shape) for v in parts}) > 1:
         raise ValueError(f"{name} must be one tensor [rows, ...]; got a {type(x).__name__} of {len(x)} arrays: for a "
                          f"net with several inputs, concatenate them into one tensor and split it in a wrapper's "
                          f"forward (see pyrobnn.lift)")
