@@ -45,6 +45,7 @@ def load_boston(path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 
 
 def run(cfg: BostonConfig, resume_dir=None) -> dict:
+    cfg.model.validate()
     path = cfg.data or os.environ.get("PYROBNN_BOSTON_CSV")
     if not path:
         raise ValueError("boston needs the data file: pass --data BostonHousing.csv (or set $PYROBNN_BOSTON_CSV)")

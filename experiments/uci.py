@@ -35,6 +35,9 @@ PUBLISHED = {
 }
 
 
+LABELS = {"nuts": " (NUTS)", "laplace": " (Laplace)", "laplace_glm": " (Laplace, linearised)"}  # meanfield: none
+
+
 @dataclass
 class UCIConfig:
     dataset: str = option("yacht", "UCI data set", choices=sorted(FOLDERS), required=True)
@@ -85,8 +88,9 @@ def run(cfg: UCIConfig, resume_dir=None) -> dict:
     splits = [split(folder, k) for k in range(k_max)]
     per_split = over_splits(run_dir, x, y, splits, model, resume=resume_dir is not None,
                             progress=cfg.progress)
-    result = {"dataset": cfg.dataset, **summary(per_split), "published": PUBLISHED.get(cfg.dataset, {}),
-              "per_split": per_split}
+    method = "nuts" if model.inference == "nuts" else model.guide
+    result = {"dataset": cfg.dataset, "method": method, **summary(per_split),
+              "published": PUBLISHED.get(cfg.dataset, {}), "per_split": per_split}
     write_json(run_dir / "metrics.json", result)
     (run_dir / "table.md").write_text(table([result]))
     if model.conformal:
@@ -103,7 +107,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         pub = r["published"]
         cols = [f"{pub[m][0]:.2f} / {pub[m][1]:.2f}" if m in pub else "–" for m in ("VI", "PBP", "MC dropout")]
-        name = r["dataset"] + (" (NUTS)" if "nuts" in r else "")
+        name = r["dataset"] + LABELS.get(r.get("method", "meanfield"), "")
         rows.append(f"| {name} | {r['splits']} | {r['rmse'][0]:.3f} ± {r['rmse'][1]:.3f} | "
                     f"{r['log_likelihood'][0]:.3f} ± {r['log_likelihood'][1]:.3f} | " + " | ".join(cols) + " |")
     return head + "\n".join(rows) + "\n"

@@ -108,6 +108,8 @@ def test_uci_with_the_laplace_approximation(tmp_path, capsys, guide):
     (run,) = (tmp_path / "uci-yacht").iterdir()
     m = json.loads((run / "metrics.json").read_text())
     assert m["rmse"][0] < 6.0 and math.isfinite(m["log_likelihood"][0])  # yacht's target std is 15
+    label = {"laplace": "| yacht (Laplace) | 1 |", "laplace_glm": "| yacht (Laplace, linearised) | 1 |"}[guide]
+    assert m["method"] == guide and label in capsys.readouterr().out and label in (run / "table.md").read_text()
     losses = [json.loads(line)["loss"] for line in (run / "history_split0.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]
 
