@@ -371,7 +371,8 @@ class Trainer:
             self.history.best_epoch = self.best["epoch"]
             self.history.events.append(f"restored epoch {self.best['epoch']} "
                                        f"(best validation {self.o.keep_best} {self.best['value']:.4g})")
-        rose = None if self.history.interrupted else self.history.loss_rose()
+        restored = self.history.best_epoch is not None  # keep_best already returns the best validated epoch
+        rose = None if self.history.interrupted or restored else self.history.loss_rose()
         if rose:  # a run that went backwards says so, in the history and as a warning
             self.history.events.append(rose)
             warnings.warn("pyrobnn.fit: " + rose, RuntimeWarning, stacklevel=4)
