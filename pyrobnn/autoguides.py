@@ -39,11 +39,11 @@ def _init_locs(bnn: BayesianNet, init: Init) -> dict[str, torch.Tensor]:
         missing = [k for k in bnn.site_names if k not in init]
         if missing:
             raise ValueError(f"init: no initial value for site(s) {missing}")
-        return {k: torch.as_tensor(init[k], dtype=torch.float32).detach().clone() for k in bnn.site_names}
+        return {k: torch.as_tensor(init[k], dtype=bnn.dtype).detach().clone() for k in bnn.site_names}
     if init == "net":
         return {k: v.clone() for k, v in bnn.initial_values().items()}
     if init == "prior":
-        return {k: bnn.priors[k].distribution(bnn.shapes[k], bnn.device).sample() for k in bnn.site_names}
+        return {k: bnn.prior_distribution(k).sample() for k in bnn.site_names}
     raise ValueError(f"init must be 'net', 'prior' or a dict of tensors; got {init!r}")
 
 
@@ -71,7 +71,7 @@ class MeanFieldNormal(nn.Module):
             n = self.shapes[k].numel()
             self.offsets[k] = (total, total + n)
             total += n
-        flat = torch.cat([locs[k].reshape(-1).float().to(bnn.device) for k in self.sites])
+        flat = torch.cat([locs[k].reshape(-1).to(bnn.device, bnn.dtype) for k in self.sites])
         self.loc_flat = nn.Parameter(flat)
         self.rho_flat = nn.Parameter(torch.full_like(flat, float(_inv_softplus(torch.tensor(float(init_scale))))))
 
@@ -113,7 +113,7 @@ class MeanFieldNormal(nn.Module):
         scale, out = softplus(self.rho_flat), {}
         for k in self.sites:  # site by site: each draw tensor is contiguous
             a, b = self.offsets[k]
-            eps = torch.empty((num_samples, b - a), device=scale.device).normal_(generator=generator)
+            eps = torch.empty((num_samples, b - a), device=scale.device, dtype=scale.dtype).normal_(generator=generator)
             out[k] = eps.mul_(scale[a:b]).add_(self.loc_flat[a:b]).reshape(num_samples, *self.shapes[k])
         return out
 

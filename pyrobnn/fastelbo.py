@@ -54,7 +54,7 @@ class MeanFieldELBO:
         loc, scale = self._static_priors(bnn, guide)
         if not bnn.prior_log_scales:
             return loc, scale
-        ones = torch.ones((), device=guide.loc_flat.device)
+        ones = torch.ones((), device=guide.loc_flat.device, dtype=guide.loc_flat.dtype)
         sigma = torch.stack([ones if (t := bnn.prior_scale_tensor(k)) is None else t for k in guide.sites])
         sizes = torch.tensor([guide.shapes[k].numel() for k in guide.sites], device=sigma.device)
         return loc, scale * sigma.repeat_interleave(sizes, output_size=guide.loc_flat.numel())
@@ -69,12 +69,12 @@ class MeanFieldELBO:
             if len(scalar) == len(priors) and len(set(scalar)) == 1:  # one prior for every weight: plain numbers
                 self._prior_cache = {key: (float(scalar[0][0]), float(scalar[0][1]))}
             else:
-                dev = guide.loc_flat.device
+                dev, dtype = guide.loc_flat.device, guide.loc_flat.dtype
 
                 def flat(p, attr, n):
                     v = getattr(p, attr)
-                    return v.reshape(-1).to(dev) if isinstance(p, TensorNormal) else torch.full((n,), float(v),
-                                                                                                device=dev)
+                    return v.reshape(-1).to(dev, dtype) if isinstance(p, TensorNormal) else \
+                        torch.full((n,), float(v), device=dev, dtype=dtype)
                 sizes = [guide.shapes[k].numel() for k in guide.sites]
                 self._prior_cache = {key: tuple(torch.cat([flat(p, a, n) for p, n in zip(priors, sizes)])
                                                 for a in ("loc", "scale"))}

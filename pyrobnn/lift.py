@@ -21,7 +21,8 @@ from torch.func import functional_call, vmap
 
 from ._types import ArrayLike
 from .data import check_features, check_tokens
-from .likelihoods import Likelihood, make_likelihood
+from .errors import Unsupported
+from .likelihoods import Custom, Likelihood, make_likelihood
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
 from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
@@ -34,8 +35,11 @@ LikelihoodSpec = Union[Likelihood, str]
 def _resolve_priors(net: nn.Module, default: Prior | None,
                     overrides: Mapping[str, PriorSpec]) -> dict[str, Prior | None]:
     """Per-parameter prior: the longest matching key of ``overrides`` (a parameter or module name,
-    ``""`` for the whole net) wins; parameters matched by none get ``default``."""
-    names = [n for n, _ in net.named_parameters()]
+    ``""`` for the whole net) wins; parameters matched by none get ``default``. A frozen parameter
+    (``requires_grad=False``, e.g. a pretrained backbone) stays fixed unless a key naming it or its module
+    gives it a prior."""
+    params = dict(net.named_parameters())
+    names = list(params)
     modules = {n for n, _ in net.named_modules()}
     for key in overrides:
         if key not in modules and key not in names:
@@ -49,7 +53,8 @@ def _resolve_priors(net: nn.Module, default: Prior | None,
             if key == "" or name == key or name.startswith(key + "."):
                 if len(key) > best:
                     best, chosen = len(key), spec
-        out[name] = make_prior(chosen)
+        frozen = not params[name].requires_grad and best <= 0  # 0: only the whole-net key "" matched
+        out[name] = None if frozen else make_prior(chosen)
     return out
 
 
@@ -74,12 +79,14 @@ class BayesianNet(nn.Module):
         if not isinstance(net, nn.Module):
             raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
         _check_one_input(net)
+        _check_no_spectral_norm(net)
         self.net = net
-        self.likelihood: Likelihood = make_likelihood(likelihood)
+        self.likelihood: Likelihood = make_likelihood(likelihood).to(_float_dtype(net))  # noise in the net's dtype
         default = make_prior(Normal() if prior is None else prior)
         self.priors = {k: p for k, p in _resolve_priors(net, default, priors or {}).items() if p is not None}
         if not self.priors:
-            raise ValueError("lift: every parameter was kept deterministic; nothing to make Bayesian")
+            raise ValueError("lift: every parameter was kept deterministic (prior None, or frozen with "
+                             "requires_grad=False); nothing to make Bayesian")
         params = dict(net.named_parameters())
         self.shapes = {k: params[k].shape for k in self.priors}
         # learned prior scales (LearnedNormal): one log-sigma per module, shared by its weight and bias
@@ -89,7 +96,7 @@ class BayesianNet(nn.Module):
         for k, key in self._scale_key.items():  # a module's first learned site sets its starting sigma
             if key not in self.prior_log_scales:
                 start = math.log(self.priors[k].scale)  # type: ignore[attr-defined]
-                self.prior_log_scales[key] = nn.Parameter(torch.tensor(start))
+                self.prior_log_scales[key] = nn.Parameter(torch.tensor(start, dtype=self.dtype))
         self.net_sites = list(self.priors)
         for name, (shape, p) in self.likelihood.latents().items():  # e.g. an inferred noise scale
             self.priors[name], self.shapes[name] = p, torch.Size(shape)
@@ -98,8 +105,9 @@ class BayesianNet(nn.Module):
             (first.in_features if isinstance(first, nn.Linear) else None)
         self._features_guessed = n_features is None and self.n_features is not None
         # token ids when the first layer is an Embedding, unless n_features says X holds float features
-        self.vocab_size = first.num_embeddings if isinstance(first, nn.Embedding) and n_features is None else None
+        self.vocab_size = first.num_embeddings if isinstance(first, _EMBEDDINGS) and n_features is None else None
         self._row_shape: tuple[int, ...] | None = None
+        self.out_row_shape: tuple[int, ...] = ()  # the net's own output per row, once measured
 
     # --- structure -----------------------------------------------------------------------------
     @property
@@ -137,8 +145,8 @@ class BayesianNet(nn.Module):
         prior, shape = self.priors[site], self.shapes[site]
         sigma = self.prior_scale_tensor(site)
         if sigma is None:
-            return prior.distribution(shape, self.device)
-        loc = torch.tensor(float(getattr(prior, "loc")), device=sigma.device)
+            return prior.distribution(shape, self.device, self.dtype)
+        loc = torch.tensor(float(getattr(prior, "loc")), device=sigma.device, dtype=sigma.dtype)
         return pyro.distributions.Normal(loc, sigma).expand(shape).to_event(len(shape))
 
     def point_parameters(self) -> list[nn.Parameter]:
@@ -158,12 +166,27 @@ class BayesianNet(nn.Module):
                     b.copy_(v)
 
     def row_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The net's output per input row (``(k,)``; ``(1,)`` for a net that returns ``[N]``), measured
-        once on ``x[:1]`` in eval mode without changing any state."""
+        """The net's output per input row as the likelihood sees it, ``(k,)``: ``(1,)`` for a net that returns
+        ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:1]`` in eval mode
+        without changing any state (the unflattened shape is kept in ``out_row_shape``)."""
         if self._row_shape is None:
-            out = self._probe(x)
-            self._row_shape = tuple(_tensor(out).shape[1:]) or (1,)
+            self.out_row_shape = tuple(_tensor(self._probe(x)).shape[1:]) or (1,)
+            self._row_shape = (math.prod(self.out_row_shape),)
         return self._row_shape
+
+    def _flat_targets(self, y: ArrayLike, x: torch.Tensor) -> ArrayLike:
+        """Targets of a net with several output dims per row, ``[N, C, H, W]`` (or one label per position,
+        ``[N, H, W]``), flattened per row as the net's output is."""
+        self.row_shape(x)
+        row, shape = self.out_row_shape, tuple(getattr(y, "shape", ()))[1:]
+        if len(row) > 1 and self.likelihood.kind == "classification" and not isinstance(self.likelihood, Custom):
+            raise ValueError(f"{type(self.likelihood).__name__} scores one label per row, but the net returns "
+                             f"{list(row)} per row; for a label per position (segmentation) use likelihoods.Custom "
+                             f"on the flattened output, e.g. Categorical(logits=out.unflatten(-1, ({row[0]}, -1))"
+                             f".transpose(-1, -2)).to_event(1)")
+        if len(row) > 1 and shape in (row, row[1:]):
+            return torch.as_tensor(y).flatten(1)
+        return y
 
     def _probe(self, x: torch.Tensor) -> Any:
         """The plain net on ``x[:1]`` in eval mode, without gradients or any change of state."""
@@ -198,6 +221,12 @@ class BayesianNet(nn.Module):
         for t in list(self.net.parameters()) + list(self.net.buffers()):
             return t.device
         return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The float dtype of the net's parameters (float32 unless the net was cast, e.g. ``net.double()``):
+        weights, priors, inputs and targets follow it."""
+        return _float_dtype(self.net)
 
     # --- the Pyro model ----------------------------------------------------------------------------
     def sample_weights(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -250,7 +279,7 @@ class BayesianNet(nn.Module):
             out = out.squeeze(lead - 1)
             latents = {n: v.squeeze(lead - 1) for n, v in latents.items() if n not in self.net_sites}
         if y is not None:
-            y = self.likelihood.check(y, out.shape[-2], tuple(out.shape[-1:]))
+            y = self.likelihood.check(self._flat_targets(y, x), out.shape[-2], tuple(out.shape[-1:]))
         try:
             return self.likelihood(out, y, data_size, latents)
         except ValueError:  # Pyro's argument validation; is it the net's output that is bad?
@@ -282,8 +311,11 @@ class BayesianNet(nn.Module):
             x = check_features(x, None if self._features_guessed else self.n_features, name)
             if self._features_guessed and x.dim() == 2 and x.shape[1] != self.n_features:
                 self._check_guess(x, name)
+        if x.is_floating_point():
+            x = x.to(self.dtype)
         if y is not None:
-            y = self.likelihood.check(y, x.shape[0], self.row_shape(x))
+            y = self.likelihood.check(self._flat_targets(y, x), x.shape[0], self.row_shape(x))
+            y = y.to(self.dtype) if y.is_floating_point() else y
         return x, y
 
     def _float_input_runs(self, x: ArrayLike) -> bool:
@@ -333,9 +365,11 @@ def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) 
 
 
 def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
-    """``[*lead, N]`` (one value per row) becomes ``[*lead, N, 1]``; wider outputs are unchanged."""
+    """``[*lead, N, k]`` as the likelihood sees it: ``[*lead, N]`` (one value per row) gains a trailing axis,
+    ``[*lead, N, C, H, W]`` is flattened per row to ``[*lead, N, C*H*W]``."""
     out = _tensor(out)
-    return out.unsqueeze(-1) if out.dim() - n_lead == 1 else out
+    per_row = out.dim() - n_lead - 1
+    return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
 
 
 def _tensor(out: Any) -> torch.Tensor:
@@ -345,10 +379,17 @@ def _tensor(out: Any) -> torch.Tensor:
     return out
 
 
+def _float_dtype(net: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
+
+
+_EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # first layers that take token ids
+
+
 def _first_layer(net: nn.Module) -> nn.Module | None:
     """The first Linear, Conv, recurrent or Embedding layer of the net (what its input must fit)."""
     for m in net.modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.Embedding)):
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, *_EMBEDDINGS)):
             return m
     return None
 
@@ -365,6 +406,18 @@ def _check_one_input(net: nn.Module) -> None:
         raise TypeError(f"lift: {type(net).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); "
                         f"pyrobnn runs a net on one tensor X [rows, ...]: concatenate the inputs into X and lift a "
                         f"wrapper whose forward(x) splits it, e.g. return net(x[:, :4], x[:, 4].long())")
+
+
+def _check_no_spectral_norm(net: nn.Module) -> None:
+    """spectral_norm (either API) refreshes its singular-vector estimate in place on every training call: one
+    estimate cannot serve a batch of weight draws (vmap refuses the in-place update), so it is refused by name."""
+    for name, m in net.named_modules():
+        hooked = any(type(h).__name__ == "SpectralNorm" for h in m._forward_pre_hooks.values())
+        plugged = [type(p).__name__ for ps in getattr(m, "parametrizations", {}).values() for p in ps]
+        if hooked or "_SpectralNorm" in plugged:
+            raise Unsupported(f"lift: module {name or type(net).__name__!r} uses spectral_norm, whose power iteration "
+                              f"updates one singular-vector estimate in place, which a batch of weight draws "
+                              f"cannot share; remove it (the weights' prior already bounds their scale)")
 
 
 def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",

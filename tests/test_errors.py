@@ -237,3 +237,13 @@ def test_constant_columns_can_be_allowed_explicitly():
     s = Standardize(2).fit(torch.tensor([[1.0, 5.0], [3.0, 5.0]]), allow_constant=True)
     assert s.std.tolist() == [pytest.approx(2**0.5), 1.0]
     assert s(torch.tensor([[2.0, 5.0]])).tolist() == [[0.0, 0.0]]
+
+
+@pytest.mark.parametrize("spectral_norm", [nn.utils.spectral_norm, nn.utils.parametrizations.spectral_norm])
+def test_spectral_norm_is_refused_in_one_line_naming_the_module(spectral_norm):
+    """Its power iteration updates one estimate in place: under vmap that failed deep inside torch
+    ("Batching rule not implemented for aten::div.out")."""
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), spectral_norm(nn.Linear(4, 3)))
+    with pytest.raises(pyrobnn.errors.Unsupported) as e:
+        pyrobnn.lift(net)
+    assert str(e.value).startswith("lift: module '2' uses spectral_norm") and "\n" not in str(e.value)

@@ -1,0 +1,203 @@
+"""Nets the seeds never used, on real data, through every route: an image-to-image denoiser and a per-pixel
+classifier (outputs of several dims per row, flattened per row), an EmbeddingBag text classifier (token ids
+to a first layer that is not an Embedding), and a float64 regressor whose pretrained first layer is frozen.
+Each training test checks that the loss fell and the parameters moved."""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from torch import nn
+
+import pyrobnn
+from pyrobnn import likelihoods, priors
+from pyrobnn.experiments.boston import load_boston
+from pyrobnn.experiments.mnist import read_set
+from pyrobnn.experiments.sentiment import SOURCES, read_sentences
+from pyrobnn.text import Vocabulary
+from tests.conftest import data_file
+
+SIDE = 14  # MNIST downsampled 28 -> 14 keeps the conv nets small
+
+
+def _mnist_images(n: int) -> torch.Tensor:
+    folder = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    x, _ = read_set(folder, "t10k")
+    return nn.functional.avg_pool2d(x[:n].float()[:, None] / 255.0, 2)  # [n, 1, 14, 14] in [0, 1]
+
+
+def _noisy(clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    return clean + 0.4 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _moved(before: dict[str, torch.Tensor], module: nn.Module) -> list[str]:
+    return [n for n, p in module.named_parameters() if n in before and not torch.equal(before[n], p.detach())]
+
+
+def _svi_loss_falls(bnn, guide, x, y, steps=30, lr=0.02) -> tuple[float, float]:
+    svi = SVI(bnn.model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+    losses = [svi.step(x, y, x.shape[0]) for _ in range(steps)]
+    return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+
+
+def test_an_image_to_image_denoiser_trains_on_rows_flattened_like_its_output():
+    clean = _mnist_images(400)
+    noisy = _noisy(clean)
+    tr, te = slice(0, 300), slice(300, 400)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    bnn = pyrobnn.lift(net, prior=priors.Normal(0, 1), likelihood=likelihoods.Normal(scale=None))
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    hist = pyrobnn.fit(bnn, guide, (noisy[tr], clean[tr]), epochs=40, lr=0.02, batch_size=100, progress=False)
+    assert hist.records[-1]["loss"] < 0.5 * hist.records[0]["loss"]
+    assert sorted(_moved(before, guide)) == ["loc_flat", "rho_flat"]
+    assert bnn.out_row_shape == (1, SIDE, SIDE) and bnn.row_shape(noisy) == (SIDE * SIDE,)
+
+    pp = pyrobnn.predict(bnn, guide, noisy[te], num_samples=20)
+    assert tuple(pp.draws.shape) == (20, 100, SIDE * SIDE)
+    denoised = pp.mean().unflatten(-1, bnn.out_row_shape)
+    mse, mse_input = float(((denoised - clean[te]) ** 2).mean()), float(((noisy[te] - clean[te]) ** 2).mean())
+    assert mse < 0.5 * mse_input, (mse, mse_input)  # the posterior mean removes most of the noise
+    assert bool((pp.std() > 0).all())
+
+    pyro.clear_param_store()  # a plain Pyro loop with unflattened targets, then Pyro's Predictive
+    auto = AutoNormal(bnn.model, init_scale=0.01)
+    first, last = _svi_loss_falls(bnn, auto, noisy[tr], clean[tr])
+    assert last < first
+    obs = Predictive(bnn.model, guide=auto, num_samples=5, parallel=True)(noisy[te])["obs"]
+    assert tuple(obs.shape) == (5, 100, SIDE * SIDE)
+
+
+def _segmentation_likelihood() -> likelihoods.Custom:
+    """Two logits per pixel, [..., N, 2 * H * W] flattened: one Categorical per pixel, pixels as the event."""
+    def per_pixel(out):
+        return dist.Categorical(logits=out.unflatten(-1, (2, -1)).transpose(-1, -2)).to_event(1)
+    return likelihoods.Custom(per_pixel, name="per_pixel")
+
+
+def test_a_per_pixel_classifier_trains_through_a_custom_likelihood_and_categorical_names_the_route():
+    clean = _mnist_images(300)
+    noisy, stroke = _noisy(clean, seed=1), (clean > 0.3).long()  # [N, 1, 14, 14] labels: stroke or background
+    labels = stroke[:, 0]  # one label per pixel, [N, 14, 14]
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    plain = pyrobnn.lift(net)  # the default Categorical likelihood
+    with pytest.raises(ValueError) as e:
+        pyrobnn.fit(plain, pyrobnn.MeanFieldNormal(plain), (noisy, labels), epochs=1, progress=False)
+    assert "Categorical scores one label per row, but the net returns [2, 14, 14] per row" in str(e.value)
+    assert "likelihoods.Custom" in str(e.value) and "\n" not in str(e.value)
+
+    bnn = pyrobnn.lift(net, likelihood=_segmentation_likelihood())
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    hist = pyrobnn.fit(bnn, guide, (noisy[:200], labels[:200]), epochs=30, lr=0.02, batch_size=50, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert sorted(_moved(before, guide)) == ["loc_flat", "rho_flat"]
+    pp = pyrobnn.predict(bnn, guide, noisy[200:], num_samples=20)
+    assert tuple(pp.draws.shape) == (20, 100, SIDE * SIDE)
+    vote = (pp.draws.float().mean(0) > 0.5).long()
+    truth = labels[200:].flatten(1)
+    majority = max(float(truth.float().mean()), 1 - float(truth.float().mean()))
+    accuracy = float((vote == truth).float().mean())
+    assert accuracy > majority + 0.05, (accuracy, majority)
+
+    pyro.clear_param_store()
+    bnn = pyrobnn.lift(net, likelihood=_segmentation_likelihood())
+    auto = AutoNormal(bnn.model, init_scale=0.01)
+    first, last = _svi_loss_falls(bnn, auto, noisy[:200], labels[:200])
+    assert last < first
+    obs = Predictive(bnn.model, guide=auto, num_samples=4, parallel=True)(noisy[200:])["obs"]
+    assert tuple(obs.shape) == (4, 100, SIDE * SIDE)
+
+
+class BagOfWords(nn.Module):
+    """Mean of word vectors (an EmbeddingBag that skips padding) and a linear read-out."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, 16, mode="mean", padding_idx=0)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, ids):
+        return self.out(self.bag(ids))
+
+
+def test_an_embedding_bag_classifier_takes_token_ids_on_the_real_sentences():
+    folder = data_file(f"sentiment_labelled_sentences/{SOURCES['yelp']}").parent
+    texts, labels = [], []
+    for f in SOURCES.values():
+        t, lab = read_sentences(folder / f)
+        texts, labels = texts + t, labels + lab
+    perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:2400], perm[2400:]
+    vocab = Vocabulary.build([texts[i] for i in tr], min_count=2)
+    ids, y = vocab.encode(texts, max_len=24), torch.tensor(labels)
+    net = BagOfWords(len(vocab))
+    bnn = pyrobnn.lift(net, prior=priors.Normal(0, 1))
+    assert bnn.vocab_size == len(vocab)  # read from the EmbeddingBag: X is token ids, not features
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    hist = pyrobnn.fit(bnn, guide, (ids[tr], y[tr]), epochs=15, lr=0.03, batch_size=100, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert sorted(_moved(before, guide)) == ["loc_flat", "rho_flat"]
+    pp = pyrobnn.predict(bnn, guide, ids[te], num_samples=50)
+    accuracy = float((pp.mean_probs().argmax(-1) == y[te]).float().mean())
+    assert accuracy > 0.7, accuracy  # balanced classes: chance is 0.5
+    with pytest.raises(ValueError, match=r"token ids outside \[0, "):
+        pyrobnn.predict(bnn, guide, ids[te] + len(vocab), num_samples=2)
+
+    pyro.clear_param_store()
+    auto = AutoNormal(bnn.model, init_scale=0.01)
+    first, last = _svi_loss_falls(bnn, auto, ids[tr[:500]], y[tr[:500]], lr=0.05)
+    assert last < first
+    obs = Predictive(bnn.model, guide=auto, num_samples=4, parallel=True)(ids[te])["obs"]
+    assert tuple(obs.shape) == (4, len(te))
+
+
+def test_a_float64_regressor_with_a_frozen_pretrained_layer_keeps_it_fixed_and_its_dtype():
+    x, y, _ = load_boston(data_file("boston_housing/BostonHousing.csv"))
+    x = ((x - x.mean(0)) / x.std(0)).double()
+    y = ((y - y.mean()) / y.std()).double()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:400], perm[400:]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(13, 32), nn.Tanh(), nn.Linear(32, 1), nn.Flatten(0)).double()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(300):  # a deterministic pretraining, then the first layer is frozen
+        opt.zero_grad()
+        ((net(x[tr]) - y[tr]) ** 2).mean().backward()
+        opt.step()
+    net[0].requires_grad_(False)
+    frozen = net[0].weight.detach().clone()
+    with torch.no_grad():
+        rmse_pretrained = float(((net(x[te]) - y[te]) ** 2).mean().sqrt())
+
+    bnn = pyrobnn.lift(net, prior=priors.Normal(0, 1), likelihood=likelihoods.Normal(scale=None))
+    assert bnn.net_sites == ["2.weight", "2.bias"] and bnn.dtype == torch.float64
+    assert [n for n, _ in bnn.named_point_parameters()] == ["likelihood.raw_scale"]  # the frozen layer is not trained
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    assert guide.loc_flat.dtype == torch.float64
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    hist = pyrobnn.fit(bnn, guide, (x[tr], y[tr]), epochs=200, lr=0.01, batch_size=100, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert sorted(_moved(before, guide)) == ["loc_flat", "rho_flat"]
+    assert torch.equal(net[0].weight, frozen)
+    pp = pyrobnn.predict(bnn, guide, x[te].float(), num_samples=100)  # float32 inputs are cast to the net's dtype
+    assert pp.mean().dtype == torch.float64
+    rmse = float(((pp.mean() - y[te]) ** 2).mean().sqrt())
+    assert rmse < min(0.6, 1.2 * rmse_pretrained), (rmse, rmse_pretrained)  # standardised: 1.0 predicts the mean
+
+    overridden = pyrobnn.lift(net, priors={"0": priors.Normal(0, 1)})  # a prior naming the frozen layer lifts it
+    assert overridden.net_sites == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+    pyro.clear_param_store()
+    auto = AutoNormal(bnn.model, init_scale=0.01)
+    first, last = _svi_loss_falls(bnn, auto, x[tr], y[tr], steps=60)
+    assert last < first
+    obs = Predictive(bnn.model, guide=auto, num_samples=4, parallel=True)(x[te])["obs"]
+    assert obs.dtype == torch.float64 and tuple(obs.shape) == (4, 106)
+    posterior = pyrobnn.mcmc.nuts(bnn, (x[tr], y[tr]), num_samples=30, warmup_steps=30, progress=False, seed=0)
+    draws = posterior.sample_posterior(30)
+    assert draws["2.weight"].dtype == torch.float64
