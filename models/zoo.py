@@ -180,6 +180,49 @@ class GatedMixer(nn.Module):
         return self.head(nn.functional.gelu(h) * torch.sigmoid(self.gate))
 
 
+class Denoiser(nn.Module):
+    """Image to image: a strided conv down, a transposed conv up; output ``[N, 1, 8, 8]`` like its input."""
+
+    def __init__(self, width: int = 6):
+        super().__init__()
+        self.down = nn.Conv2d(1, width, 4, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(torch.relu(self.down(x)))
+
+
+class CellLoopRNN(nn.Module):
+    """A hand-written unroll over an LSTMCell feeding an Elman ``nn.RNN``, then a linear read-out."""
+
+    def __init__(self, n_in: int = 3, hidden: int = 8, n_out: int = 3):
+        super().__init__()
+        self.cell = nn.LSTMCell(n_in, hidden)
+        self.rnn = nn.RNN(hidden, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        h = c = x.new_zeros(x.shape[0], self.cell.hidden_size)
+        steps = []
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+            steps.append(h)
+        out, _ = self.rnn(torch.stack(steps, 1))
+        return self.head(out[:, -1])
+
+
+class BagOfTokens(nn.Module):
+    """An EmbeddingBag (mean of token vectors) as the first layer, then an MLP."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, n_out: int = 2):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, d, mode="mean")
+        self.head = nn.Sequential(nn.Linear(d, 8), nn.ReLU(), nn.Linear(8, n_out))
+
+    def forward(self, tokens):
+        return self.head(self.bag(tokens))
+
+
 @dataclass
 class Case:
     """A net, the likelihood for its output, and a small task."""
@@ -248,6 +291,16 @@ def _regression(g, k=1):
     return x, y[:, 0] if k == 1 else y
 
 
+def _denoise(g):
+    clean, _ = _images(g)
+    return clean + 0.3 * torch.randn(clean.shape, generator=g), clean
+
+
+def _series_classes(g, k=3):
+    x = torch.randn(N, 6, 3, generator=g)
+    return x, _classes_from(x[:, :, 0].sum(1), k)
+
+
 def _binary(g):
     x = torch.randn(N, 4, generator=g)
     return x, (x[:, 0] + x[:, 2] > 0).long()
@@ -267,4 +320,8 @@ CASES = [
          lambda g: _regression(g, 2)),
     Case("binary logits (Bernoulli)", BinaryLogit, likelihoods.Bernoulli, _binary),
     Case("raw Parameters + einsum, Linear last", GatedMixer, lambda: likelihoods.Categorical(), _features),
+    Case("image to image, [N, 1, 8, 8]", Denoiser, lambda: likelihoods.Normal(scale=None), _denoise),
+    Case("LSTMCell loop + RNN", CellLoopRNN, lambda: likelihoods.Categorical(), _series_classes),
+    Case("EmbeddingBag", BagOfTokens, lambda: likelihoods.Categorical(), _tokens),
+    Case("float64 MLP + Dropout", lambda: DropoutMLP().double(), lambda: likelihoods.Categorical(), _features),
 ]

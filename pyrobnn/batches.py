@@ -72,9 +72,9 @@ class Batches:
         """(step, x, y, weight) from step ``start`` on, in ``order`` (a permutation, or None = as
         stored); ``weight`` is this process's share of the global minibatch (1 in one process)."""
         if self.loader is not None:
-            for i, (xb, yb) in enumerate(self.loader):
+            for i, batch in enumerate(self.loader):
                 if i >= start:
-                    xb, yb = self.bnn.check_inputs(xb, yb)
+                    xb, yb = self.bnn.check_inputs(*_pair(batch))
                     yield i, xb.to(self.device), yb.to(self.device), 1.0
             return
         k = self.tbptt or 0
@@ -99,3 +99,13 @@ class Batches:
                 if c == 0:
                     self.carry.reset()
                 yield i, xb[:, c:c + k], yb[:, c:c + k].reshape(-1), weight
+
+
+def _pair(batch) -> tuple:
+    """A DataLoader's batch as (X, y), or a one-line error naming what it yielded."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return tuple(batch)
+    what = f"a dict with keys {list(batch)}" if isinstance(batch, dict) else \
+        f"{len(batch)} tensor{'s' * (len(batch) != 1)}" if isinstance(batch, (tuple, list)) else \
+        f"a {type(batch).__name__}"
+    raise ValueError(f"the DataLoader must yield (X, y) pairs; it yielded {what}: have the dataset return (x, y)")

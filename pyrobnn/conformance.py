@@ -100,7 +100,7 @@ def check(bnn: BayesianNet, make_guide: Callable[[BayesianNet], Any], route: str
         if not cell.loss_after < cell.loss_before:
             cell.detail = f"loss did not fall: {cell.loss_before:.4g} -> {cell.loss_after:.4g}"
             return cell
-        want = (num_samples, *y.shape)
+        want = (num_samples, *bnn.check_inputs(x, y)[1].shape)  # the targets as the likelihood sees them
         pp = predict(bnn, guide, x, num_samples=num_samples)
         if tuple(pp.draws.shape) != want:
             cell.detail = f"pyrobnn.predict drew {tuple(pp.draws.shape)}, expected {want}"

@@ -48,11 +48,15 @@ def as_float_tensor(x: ArrayLike, name: str = "X") -> torch.Tensor:
     return x.float() if not x.is_floating_point() or x.dtype == torch.float64 else x
 
 
-def check_features(x: ArrayLike, n_features: int | None = None, name: str = "X") -> torch.Tensor:
-    """A 2-D (or higher) float tensor with no NaN/inf and, if given, ``n_features`` columns."""
+def check_features(x: ArrayLike, n_features: int | None = None, name: str = "X",
+                   guess: int | None = None) -> torch.Tensor:
+    """A 2-D (or higher) float tensor with no NaN/inf and, if given, ``n_features`` columns (``guess``: a likely
+    feature count, for the hints only)."""
     x = as_float_tensor(x, name)
     if x.dim() == 1:
-        hint = "reshape(-1, 1) for one feature" if n_features in (None, 1) else "reshape(1, -1) for one row"
+        width = n_features or guess
+        hint = "reshape(1, -1) for one row" if width not in (None, 1) and width == x.shape[0] else \
+            "reshape(-1, 1) for one feature"
         raise ValueError(f"{name} must be 2-D [rows, features]; got 1-D shape {tuple(x.shape)} ({hint})")
     if x.dim() == 0:
         raise ValueError(f"{name} must be 2-D [rows, features]; got a scalar")
@@ -88,20 +92,27 @@ def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor
 def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | None = None,
                  name: str = "labels", allowed: str | None = None) -> torch.Tensor:
     """Integer class labels in [0, num_classes), 1-D, one per row; ``allowed`` words the range in errors."""
+    rng = allowed or (f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)")
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
+    if isinstance(y, (list, tuple)):
+        y = np.asarray(y)
     if isinstance(y, np.ndarray):
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+            first = f"'{y.flat[0]}'" if y.size else "none"
+            raise ValueError(f"{name} must be integers in {rng}; got {y.dtype} values such as {first}: map them to "
+                             f"class ids first, e.g. ids, classes = pandas.factorize(labels)")
         y = torch.from_numpy(np.array(y))  # a writable copy
     y = torch.as_tensor(y)
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.dim() != 1:
-        raise ValueError(f"{name} must be 1-D [rows]; got shape {tuple(y.shape)}")
+        hint = " (one-hot rows? pass y.argmax(1))" if y.dim() == 2 and y.shape[1] == (num_classes or y.shape[1]) else ""
+        raise ValueError(f"{name} must be 1-D [rows]; got shape {tuple(y.shape)}{hint}")
     if y.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 rows)")
     if n_rows is not None and y.shape[0] != n_rows:
         raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
-    rng = allowed or (f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)")
     if y.is_floating_point():
         bad = ~torch.isfinite(y) | (y != torch.round(y))
         if bad.any():

@@ -111,6 +111,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     schedule(kl_weight)  # a one-line error for a bad weight before anything is built
     _check_options(bnn, epochs=epochs, lr=lr, optimizer=optimizer, lr_decay=lr_decay, sync_every=sync_every,
                    resume=resume, checkpoint=checkpoint, keep_best=keep_best, val_data=val_data, seed=seed)
+    bnn.check_guide(guide)
     dev = resolve_device(device)
     if seed is not None:
         pyro.set_rng_seed(seed)

@@ -78,6 +78,9 @@ class BayesianNet(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
+        if isinstance(net, torch.jit.ScriptModule):
+            raise Unsupported("lift: the net is a TorchScript module (torch.jit.script / trace), whose weights "
+                              "torch.func.functional_call cannot swap for sampled ones; lift the plain nn.Module")
         _check_one_input(net)
         _check_no_spectral_norm(net)
         self.net = net
@@ -148,6 +151,21 @@ class BayesianNet(nn.Module):
             return prior.distribution(shape, self.device, self.dtype)
         loc = torch.tensor(float(getattr(prior, "loc")), device=sigma.device, dtype=sigma.dtype)
         return pyro.distributions.Normal(loc, sigma).expand(shape).to_event(len(shape))
+
+    def check_guide(self, guide: Any) -> None:
+        """A one-line error for a guide that cannot serve this net: not a callable, or built for another net (a
+        guide that names its sites and their shapes, e.g. :class:`pyrobnn.MeanFieldNormal`)."""
+        if not callable(guide):
+            raise TypeError(f"guide must be a Pyro guide for this net, e.g. pyrobnn.MeanFieldNormal(bnn) or "
+                            f"pyrobnn.auto_normal(bnn); got {type(guide).__name__}")
+        sites, shapes = getattr(guide, "sites", None), getattr(guide, "shapes", None)
+        if isinstance(sites, list) and isinstance(shapes, dict):
+            theirs = {k: tuple(shapes[k]) for k in sites if k in shapes}
+            ours = {k: tuple(self.shapes[k]) for k in self.site_names}
+            if theirs != ours:
+                diff = sorted(set(theirs.items()) ^ set(ours.items()))[:3]
+                raise ValueError(f"the guide was built for another net (sites differ: {diff}); build it from this "
+                                 f"one, e.g. {type(guide).__name__}(bnn)")
 
     def point_parameters(self) -> list[nn.Parameter]:
         """Trainable tensors that are not sampled: deterministic net parameters, likelihood noise."""
@@ -258,7 +276,10 @@ class BayesianNet(nn.Module):
                 record.stats.clear()
                 return functional_call(self.net, p, (x,)), list(record.stats)
 
-            out, stats = vmap(run, randomness="different")(flat)
+            try:
+                out, stats = vmap(run, randomness="different")(flat)
+            except RuntimeError as e:
+                raise _unbatchable(e) from e
         update_running(record.calls, stats)
         out = _tensor(out)
         return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
@@ -270,6 +291,8 @@ class BayesianNet(nn.Module):
         plain ``pyro.infer.SVI`` loop gets the same one-line errors as :func:`pyrobnn.fit`."""
         expose("bnn", self.named_point_parameters())
         latents = self.sample_weights()
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != self.dtype:
+            x = x.to(self.dtype)  # float32 features for a float64 net, as check_inputs casts them
         out = self.forward(x, latents)
         k = self.net_sites[0]
         lead = latents[k].dim() - len(self.shapes[k])
@@ -308,7 +331,7 @@ class BayesianNet(nn.Module):
         if self.vocab_size is not None:
             x = check_tokens(x, self.vocab_size, name)
         else:
-            x = check_features(x, None if self._features_guessed else self.n_features, name)
+            x = check_features(x, None if self._features_guessed else self.n_features, name, guess=self.n_features)
             if self._features_guessed and x.dim() == 2 and x.shape[1] != self.n_features:
                 self._check_guess(x, name)
         if x.is_floating_point():
@@ -370,6 +393,24 @@ def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     out = _tensor(out)
     per_row = out.dim() - n_lead - 1
     return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
+
+
+ONE_DRAW_AT_A_TIME = "fit(num_particles=1), predict(strategy='loop'), Predictive(parallel=False)"
+
+
+def _unbatchable(e: RuntimeError) -> Exception:
+    """vmap's refusals, said in one line with the routes that run one weight draw at a time; other errors as they
+    are."""
+    text = str(e)
+    if "data-dependent control flow" in text:
+        return Unsupported(f"the net's forward branches on a tensor's value (a Python if, or .item()), which vmap "
+                           f"cannot batch over weight draws: write the branch with torch.where, or run one draw "
+                           f"at a time: {ONE_DRAW_AT_A_TIME}")
+    if text.startswith("Batching rule not implemented for "):
+        op = text.split()[5].rstrip(".")
+        return Unsupported(f"torch has no vmap rule for {op}, which the net calls, so weight draws cannot be "
+                           f"batched through it: run one draw at a time: {ONE_DRAW_AT_A_TIME}")
+    return e
 
 
 def _tensor(out: Any) -> torch.Tensor:

@@ -152,7 +152,8 @@ class Bernoulli(Likelihood):
 
     @staticmethod
     def _check_width(width: int | None) -> None:
-        _one_per_row(width, "Bernoulli needs one logit", " (for more classes use likelihoods.Categorical)")
+        _one_per_row(width, "Bernoulli needs one logit", " (for more classes use likelihoods.Categorical; for several "
+                     "labels per row, Custom(lambda out: dist.Bernoulli(logits=out).to_event(1)))")
 
     def _logit(self, out: torch.Tensor) -> torch.Tensor:
         self._check_width(out.shape[-1])

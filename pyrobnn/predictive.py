@@ -104,6 +104,7 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
         raise ValueError(f"strategy must be 'auto', 'vectorize' or 'loop'; got {strategy!r}")
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got {mode!r}")
+    bnn.check_guide(guide)
     if seed is not None:
         pyro.set_rng_seed(seed)
     x = bnn.check_inputs(x)[0].to(bnn.device)

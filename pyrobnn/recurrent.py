@@ -1,9 +1,10 @@
-"""Vectorisable LSTM and GRU: the gate equations written out.
+"""Vectorisable LSTM, GRU and RNN (and their cells): the gate equations written out.
 
-``nn.LSTM`` and ``nn.GRU`` run a fused ATen kernel that has no ``vmap`` batching rule, so a lifted
-net that contains them could not be run on a batch of weight samples. :func:`unfused_recurrence`
-replaces, for the duration of a block, the ``forward`` of every LSTM/GRU module in a net with the
-same recurrence written as plain matrix products. It reads the module's own parameters under their
+``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` run a fused ATen kernel that has no ``vmap`` batching rule (nor does
+``nn.LSTMCell``), so a lifted net that contains them could not be run on a batch of weight samples.
+:func:`unfused_recurrence` replaces, for the duration of a block, the ``forward`` of every such module in a net
+(``nn.LSTMCell``, ``nn.GRUCell`` and ``nn.RNNCell`` too) with the same recurrence written as plain matrix
+products. It reads the module's own parameters under their
 own names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0`` ...), so ``functional_call``
 swaps in sampled weights exactly as for a Linear layer, and it returns what torch returns
 (``output, h_n`` / ``output, (h_n, c_n)``) for multi-layer, bidirectional, batch-first or not,
@@ -22,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-RECURRENT = (nn.LSTM, nn.GRU)
+RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+CELLS = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 
 
 def _lstm_cell(gx, h, c, w_hh, b_hh, w_hr):
@@ -44,6 +46,11 @@ def _gru_cell(gx, h, w_hh, b_hh):
     return (1 - z) * n + z * h
 
 
+def _rnn_cell(gx, h, w_hh, b_hh, nonlinearity):
+    pre = gx + F.linear(h, w_hh, b_hh)
+    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
+
+
 def _run_direction(m, x, layer, suffix, h, c, reverse):
     """One layer, one direction over time-major ``x`` [T, B, F]; returns outputs [T, B, H] and the
     final state."""
@@ -60,14 +67,38 @@ def _run_direction(m, x, layer, suffix, h, c, reverse):
         for t in steps:
             h, c = _lstm_cell(gx[t], h, c, w_hh, b_hh, w_hr)
             outs[t] = h
-    else:
+    elif isinstance(m, nn.GRU):
         for t in steps:
             h = _gru_cell(gx[t], h, w_hh, b_hh)
+            outs[t] = h
+    else:
+        for t in steps:
+            h = _rnn_cell(gx[t], h, w_hh, b_hh, m.nonlinearity)
             outs[t] = h
     return torch.stack(outs), h, c
 
 
-def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
+def cell_forward(m: nn.LSTMCell | nn.GRUCell | nn.RNNCell, x: torch.Tensor, hx=None):
+    """What the cell ``m(x, hx)`` returns (``(h, c)`` for an LSTMCell, ``h`` otherwise), from plain tensor ops."""
+    unbatched = x.dim() == 1
+    if unbatched:
+        x = x.unsqueeze(0)
+        hx = None if hx is None else tuple(s.unsqueeze(0) for s in hx) if isinstance(hx, tuple) else hx.unsqueeze(0)
+    zeros = x.new_zeros(x.shape[0], m.hidden_size)
+    gx = F.linear(x, m.weight_ih, m.bias_ih)
+    if isinstance(m, nn.LSTMCell):
+        h, c = (zeros, zeros) if hx is None else hx
+        out: torch.Tensor | tuple[torch.Tensor, torch.Tensor] = _lstm_cell(gx, h, c, m.weight_hh, m.bias_hh, None)
+    elif isinstance(m, nn.GRUCell):
+        out = _gru_cell(gx, zeros if hx is None else hx, m.weight_hh, m.bias_hh)
+    else:
+        out = _rnn_cell(gx, zeros if hx is None else hx, m.weight_hh, m.bias_hh, m.nonlinearity)
+    if unbatched:
+        return tuple(s.squeeze(0) for s in out) if isinstance(out, tuple) else out.squeeze(0)
+    return out
+
+
+def recurrent_forward(m: nn.LSTM | nn.GRU | nn.RNN, x: torch.Tensor, hx=None):
     """What ``m(x, hx)`` returns (``output, h_n`` for a GRU, ``output, (h_n, c_n)`` for an LSTM),
     computed from ``m``'s parameters with plain tensor ops."""
     if isinstance(x, PackedSequence):
@@ -116,20 +147,17 @@ def recurrent_forward(m: nn.LSTM | nn.GRU, x: torch.Tensor, hx=None):
     return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
 
 
-def has_recurrence(net: nn.Module) -> bool:
-    """True when ``net`` contains an nn.LSTM or nn.GRU."""
-    return any(isinstance(m, RECURRENT) for m in net.modules())
-
-
 @contextmanager
 def unfused_recurrence(net: nn.Module):
-    """Within the block every ``nn.LSTM`` / ``nn.GRU`` inside ``net`` runs :func:`recurrent_forward`."""
+    """Within the block every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside ``net`` runs :func:`recurrent_forward`,
+    every cell :func:`cell_forward`."""
     patched = []
     try:
         for m in net.modules():
-            if isinstance(m, RECURRENT):
+            if isinstance(m, RECURRENT + CELLS):
+                run = recurrent_forward if isinstance(m, RECURRENT) else cell_forward
                 patched.append((m, m.__dict__.get("forward")))  # e.g. a CarriedState wrapper
-                setattr(m, "forward", lambda x, hx=None, _m=m: recurrent_forward(_m, x, hx))
+                setattr(m, "forward", lambda x, hx=None, _m=m, _run=run: _run(_m, x, hx))
         yield
     finally:
         for m, previous in patched:
@@ -148,7 +176,7 @@ class CarriedState:
     def __init__(self, net: nn.Module):
         self.modules = [m for m in net.modules() if isinstance(m, RECURRENT)]
         if not self.modules:
-            raise ValueError("truncated BPTT needs a net with an nn.LSTM or nn.GRU")
+            raise ValueError("truncated BPTT needs a net with an nn.LSTM, nn.GRU or nn.RNN")
         self.state: dict[int, object] = {}
 
     def reset(self) -> None:

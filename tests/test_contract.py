@@ -192,3 +192,34 @@ def test_a_two_input_net_is_refused_in_one_line_and_trains_through_the_wrapper(g
         pyro.clear_param_store()
         cell = check(pyrobnn.lift(OneTensor(TabularNet(12, 9), 12), likelihood=lik), GUIDES[guide], route, x, y)
         assert cell.status == "pass", (route, cell.detail)
+
+
+class BranchingNet(nn.Module):
+    """A forward that branches on a tensor's value: vmap cannot batch it over weight draws."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.mean() > 0:
+            h = torch.relu(h)
+        return self.b(h)
+
+
+def test_a_branching_net_is_refused_in_one_line_on_batched_routes_and_trains_one_draw_at_a_time():
+    bnn = pyrobnn.lift(BranchingNet())
+    guide = MeanFieldNormal(bnn)
+    with pytest.raises(pyrobnn.errors.Unsupported) as e:
+        pyrobnn.fit(bnn, guide, (X, Y), epochs=2, num_particles=4, progress=False)
+    assert str(e.value).startswith("the net's forward branches on a tensor's value") and "\n" not in str(e.value)
+    with pytest.raises(pyrobnn.errors.Unsupported, match=r"predict\(strategy='loop'\)"):
+        predict(bnn, guide, X, num_samples=4, strategy="vectorize")
+
+    start = guide.loc_flat.detach().clone()
+    hist = pyrobnn.fit(bnn, guide, (X, Y), epochs=60, lr=0.03, progress=False)  # one draw per step: no vmap
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"] and not torch.equal(start, guide.loc_flat)
+    assert predict(bnn, guide, X, num_samples=4, strategy="loop").draws.shape == (4, 60)
+    obs = pyro.infer.Predictive(bnn.model, guide=guide, num_samples=3, parallel=False)(X)["obs"]
+    assert obs.shape == (3, 60)

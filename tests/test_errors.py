@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
@@ -110,7 +111,27 @@ CASES = [
     ("net returns a tuple", lambda: fit(X, Y, net=TupleOut()), "the net must return a tensor; it returned tuple"),
     ("predict mode", lambda: predict(bnn(), MeanFieldNormal(bnn()), X, num_samples=5, mode="mc"),
      "mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got 'mc'"),
+    ("one-hot labels", lambda: fit(X, torch.nn.functional.one_hot(Y, 3)),
+     "labels must be 1-D [rows]; got shape (10, 3) (one-hot rows? pass y.argmax(1))"),
+    ("string labels", lambda: fit(X, np.array(list("abcabcabca"))),
+     "labels must be integers in [0, 3); got <U1 values such as 'a': map them to class ids first"),
+    ("a DataLoader of dicts", lambda: _fit_loader([{"x": X[i], "y": Y[i]} for i in range(10)]),
+     "the DataLoader must yield (X, y) pairs; it yielded a dict with keys ['x', 'y']"),
+    ("a DataLoader of triples", lambda: _fit_loader(torch.utils.data.TensorDataset(X, Y, Y)),
+     "the DataLoader must yield (X, y) pairs; it yielded 3 tensors"),
+    ("no guide", lambda: pyrobnn.fit(bnn(), None, (X, Y), epochs=1, progress=False),
+     "guide must be a Pyro guide for this net, e.g. pyrobnn.MeanFieldNormal(bnn)"),
+    ("a guide of another net", lambda: pyrobnn.fit(bnn(), MeanFieldNormal(pyrobnn.lift(nn.Linear(2, 3))), (X, Y),
+                                                    epochs=1, progress=False),
+     "the guide was built for another net (sites differ: "),
+    ("predict one row as 1-D", lambda: predict(bnn(), MeanFieldNormal(bnn()), X[0], num_samples=2),
+     "X must be 2-D [rows, features]; got 1-D shape (2,) (reshape(1, -1) for one row)"),
 ]
+
+
+def _fit_loader(dataset):
+    b = bnn()
+    pyrobnn.fit(b, MeanFieldNormal(b), torch.utils.data.DataLoader(dataset, batch_size=5), epochs=1, progress=False)
 
 
 class TupleOut(nn.Module):
@@ -247,3 +268,9 @@ def test_spectral_norm_is_refused_in_one_line_naming_the_module(spectral_norm):
     with pytest.raises(pyrobnn.errors.Unsupported) as e:
         pyrobnn.lift(net)
     assert str(e.value).startswith("lift: module '2' uses spectral_norm") and "\n" not in str(e.value)
+
+
+def test_a_torchscript_net_is_refused_in_one_line():
+    net = torch.jit.script(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3)))
+    with pytest.raises(pyrobnn.errors.Unsupported, match=r"^lift: the net is a TorchScript module"):
+        pyrobnn.lift(net)

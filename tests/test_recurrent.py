@@ -1,4 +1,4 @@
-"""The written-out LSTM/GRU equals torch's kernels, and nets that contain them lift with no change."""
+"""The written-out LSTM/GRU/RNN (and cells) equal torch's kernels, and nets that contain them lift with no change."""
 import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 import pyrobnn
-from pyrobnn.recurrent import recurrent_forward, unfused_recurrence
+from pyrobnn.recurrent import cell_forward, recurrent_forward, unfused_recurrence
 
 CONFIGS = [
     (nn.LSTM, {}),
@@ -17,6 +17,8 @@ CONFIGS = [
     (nn.GRU, {}),
     (nn.GRU, {"num_layers": 3, "batch_first": True}),
     (nn.GRU, {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+    (nn.RNN, {}),
+    (nn.RNN, {"nonlinearity": "relu", "num_layers": 2, "bidirectional": True, "batch_first": True}),
 ]
 
 
@@ -41,6 +43,57 @@ def test_written_out_recurrence_matches_torch(cls, kw, unbatched):
         for ref, got in zip(_flat(m(x, state)), _flat(recurrent_forward(m, x, state))):
             assert ref.shape == got.shape
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cls,kw", [(nn.LSTMCell, {}), (nn.GRUCell, {}), (nn.RNNCell, {}),
+                                    (nn.RNNCell, {"nonlinearity": "relu", "bias": False})])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_written_out_cells_match_torch(cls, kw, unbatched):
+    torch.manual_seed(5)
+    m = cls(4, 6, **kw)
+    x = torch.randn(*(() if unbatched else (5,)), 4)
+    h, c = torch.randn(*(() if unbatched else (5,)), 6), torch.randn(*(() if unbatched else (5,)), 6)
+    for state in (None, (h, c) if cls is nn.LSTMCell else h):
+        ref, got = m(x, state), cell_forward(m, x, state)
+        for r, g in zip(ref if isinstance(ref, tuple) else (ref,), got if isinstance(got, tuple) else (got,)):
+            assert r.shape == g.shape
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+
+
+class CellDecoder(nn.Module):
+    """A hand-written loop over an LSTMCell (no vmap rule in torch) feeding an RNN (tanh): the user's own unroll."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(2, 6)
+        self.rnn = nn.RNN(6, 5, batch_first=True)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = c = x.new_zeros(x.shape[0], 6)
+        steps = []
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+            steps.append(h)
+        out, _ = self.rnn(torch.stack(steps, 1))
+        return self.out(out[:, -1])
+
+
+def test_a_cell_loop_and_an_elman_rnn_run_on_batched_weight_samples_and_train_vectorised():
+    torch.manual_seed(6)
+    net = CellDecoder()
+    bnn = pyrobnn.lift(net)
+    x, y = torch.randn(12, 5, 2), torch.randint(0, 3, (12,))
+    w = {k: p.detach() + 0.1 * torch.randn(3, *p.shape) for k, p in net.named_parameters()}
+    out = bnn.forward(x, w)
+    for i in range(3):  # each draw equals torch's own kernels with that draw's weights
+        torch.testing.assert_close(out[i], functional_call(net, {k: v[i] for k, v in w.items()}, (x,)), atol=1e-5,
+                                   rtol=0)
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.05)
+    start = guide.loc_flat.detach().clone()
+    hist = pyrobnn.fit(bnn, guide, (x, y), epochs=30, lr=0.02, num_particles=4, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"] and not torch.equal(start, guide.loc_flat)
+    assert pyrobnn.predict(bnn, guide, x, num_samples=8, strategy="vectorize").draws.shape == (8, 12)
 
 
 def test_gradients_match_torch():

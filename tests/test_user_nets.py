@@ -112,6 +112,36 @@ def test_a_per_pixel_classifier_trains_through_a_custom_likelihood_and_categoric
     assert tuple(obs.shape) == (4, 100, SIDE * SIDE)
 
 
+def test_a_multi_label_net_trains_through_a_custom_bernoulli_and_bernoulli_names_the_route():
+    folder = data_file("mnist/t10k-images-idx3-ubyte.gz").parent
+    images, digits = read_set(folder, "t10k")
+    x = nn.functional.avg_pool2d(images[:600].float()[:, None] / 255.0, 2).flatten(1)  # [600, 196]
+    labels = torch.stack([digits[:600] % 2, (digits[:600] >= 5).long()], 1).float()  # odd? five or more?
+    net = nn.Sequential(nn.Linear(196, 32), nn.ReLU(), nn.Linear(32, 2))
+    plain = pyrobnn.lift(net, likelihood=likelihoods.Bernoulli())
+    with pytest.raises(ValueError, match=r"Bernoulli needs one logit per row .* for several labels per row, Custom"):
+        pyrobnn.fit(plain, pyrobnn.MeanFieldNormal(plain), (x, labels), epochs=1, progress=False)
+
+    multilabel = likelihoods.Custom(lambda out: dist.Bernoulli(logits=out).to_event(1), name="multilabel")
+    bnn = pyrobnn.lift(net, likelihood=multilabel)
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    before = {n: p.detach().clone() for n, p in guide.named_parameters()}
+    hist = pyrobnn.fit(bnn, guide, (x[:500], labels[:500]), epochs=30, lr=0.01, batch_size=100, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert sorted(_moved(before, guide)) == ["loc_flat", "rho_flat"]
+    pp = pyrobnn.predict(bnn, guide, x[500:], num_samples=50)
+    assert tuple(pp.draws.shape) == (50, 100, 2)
+    accuracy = ((pp.mean() > 0.5).float() == labels[500:]).float().mean(0)  # per label; chance about 0.5
+    assert bool((accuracy > 0.7).all()), accuracy
+
+    pyro.clear_param_store()
+    auto = AutoNormal(bnn.model, init_scale=0.01)
+    first, last = _svi_loss_falls(bnn, auto, x[:500], labels[:500])
+    assert last < first
+    obs = Predictive(bnn.model, guide=auto, num_samples=4, parallel=True)(x[500:])["obs"]
+    assert tuple(obs.shape) == (4, 100, 2)
+
+
 class BagOfWords(nn.Module):
     """Mean of word vectors (an EmbeddingBag that skips padding) and a linear read-out."""
 
