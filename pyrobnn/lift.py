@@ -270,7 +270,7 @@ class BayesianNet(nn.Module):
             return _with_row_axis(call(self.net, weights, (x,)), 0)
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
         norms = training_batch_norms(self.net)
-        with unfused_recurrence(self.net), per_draw_statistics(norms) as record:
+        with unfused_recurrence(self.net), per_draw_statistics(norms) as record, _attention_fastpath_off():
             def run(p):
                 record.calls.clear()
                 record.stats.clear()
@@ -393,6 +393,18 @@ def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     out = _tensor(out)
     per_row = out.dim() - n_lead - 1
     return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
+
+
+@contextmanager
+def _attention_fastpath_off() -> Iterator[None]:
+    """torch's fused inference path for attention (nested tensors from a padding mask, the fused encoder layer) has
+    no vmap rule; the same layers' plain path computes the same values, so batched draws take it."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
 
 
 ONE_DRAW_AT_A_TIME = "fit(num_particles=1), predict(strategy='loop'), Predictive(parallel=False)"

@@ -154,7 +154,8 @@ class BagOfWords(nn.Module):
         return self.out(self.bag(ids))
 
 
-def test_an_embedding_bag_classifier_takes_token_ids_on_the_real_sentences():
+def _sentences():
+    """All three sources' sentences, labels, a vocabulary of the training part, and a fixed 2400/600 split."""
     folder = data_file(f"sentiment_labelled_sentences/{SOURCES['yelp']}").parent
     texts, labels = [], []
     for f in SOURCES.values():
@@ -162,8 +163,12 @@ def test_an_embedding_bag_classifier_takes_token_ids_on_the_real_sentences():
         texts, labels = texts + t, labels + lab
     perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
     tr, te = perm[:2400], perm[2400:]
-    vocab = Vocabulary.build([texts[i] for i in tr], min_count=2)
-    ids, y = vocab.encode(texts, max_len=24), torch.tensor(labels)
+    return texts, torch.tensor(labels), Vocabulary.build([texts[i] for i in tr], min_count=2), tr, te
+
+
+def test_an_embedding_bag_classifier_takes_token_ids_on_the_real_sentences():
+    texts, y, vocab, tr, te = _sentences()
+    ids = vocab.encode(texts, max_len=24)
     net = BagOfWords(len(vocab))
     bnn = pyrobnn.lift(net, prior=priors.Normal(0, 1))
     assert bnn.vocab_size == len(vocab)  # read from the EmbeddingBag: X is token ids, not features
@@ -183,6 +188,41 @@ def test_an_embedding_bag_classifier_takes_token_ids_on_the_real_sentences():
     first, last = _svi_loss_falls(bnn, auto, ids[tr[:500]], y[tr[:500]], lr=0.05)
     assert last < first
     obs = Predictive(bnn.model, guide=auto, num_samples=4, parallel=True)(ids[te])["obs"]
+    assert tuple(obs.shape) == (4, len(te))
+
+
+class SentenceTransformer(nn.Module):
+    """What users write: torch's default TransformerEncoder (nested tensors on) with a padding mask from the ids,
+    read out at the first token. In eval mode torch takes its fused path, which vmap cannot batch."""
+
+    def __init__(self, vocab: int, d: int = 16, length: int = 24):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d, padding_idx=0)
+        self.pos = nn.Parameter(torch.zeros(length, d))
+        layer = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2)
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, ids):
+        return self.head(self.encoder(self.emb(ids) + self.pos, src_key_padding_mask=ids == 0)[:, 0])
+
+
+def test_a_default_transformer_with_a_padding_mask_trains_and_predicts_vectorised():
+    texts, y, vocab, tr, te = _sentences()
+    ids = vocab.encode(texts, max_len=24)
+    bnn = pyrobnn.lift(SentenceTransformer(len(vocab)), prior=priors.Normal(0, 1))
+    guide = pyrobnn.MeanFieldNormal(bnn, init_scale=0.01)
+    start = guide.loc_flat.detach().clone()
+    hist = pyrobnn.fit(bnn, guide, (ids[tr], y[tr]), epochs=6, lr=0.01, batch_size=100, num_particles=2,
+                       progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"] and not torch.equal(start, guide.loc_flat)
+    fused = pyrobnn.predict(bnn, guide, ids[te], num_samples=8, seed=1, strategy="loop")  # torch's fused path
+    batched = pyrobnn.predict(bnn, guide, ids[te], num_samples=8, seed=1, strategy="vectorize")
+    torch.testing.assert_close(batched.outputs, fused.outputs, atol=1e-4, rtol=0)
+    accuracy = float((batched.mean_probs().argmax(-1) == y[te]).float().mean())
+    assert accuracy > 0.6, accuracy
+    bnn.eval()
+    obs = Predictive(bnn.model, guide=guide, num_samples=4, parallel=True)(ids[te])["obs"]
     assert tuple(obs.shape) == (4, len(te))
 
 
