@@ -101,6 +101,22 @@ class Batches:
                 yield i, xb[:, c:c + k], yb[:, c:c + k].reshape(-1), weight
 
 
+def gathered(loader: torch.utils.data.DataLoader, targets: bool = True) -> tuple:
+    """A DataLoader's batches concatenated: ``(X, y)``, or ``(X,)`` with ``targets=False`` (batches may then be bare
+    inputs or pairs whose targets are dropped). For validation sets and prediction inputs, which are held whole."""
+    xs, ys = [], []
+    for batch in loader:
+        if targets:
+            xb, yb = _pair(batch)
+            ys.append(torch.as_tensor(yb))
+        else:
+            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+        xs.append(torch.as_tensor(xb))
+    if not xs:
+        raise ValueError("the DataLoader yielded no batches")
+    return (torch.cat(xs), torch.cat(ys)) if targets else (torch.cat(xs),)
+
+
 def _pair(batch) -> tuple:
     """A DataLoader's batch as (X, y), or a one-line error naming what it yielded."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:

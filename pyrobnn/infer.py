@@ -21,7 +21,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from .batches import Batches
+from .batches import Batches, gathered
 from .distributed import world
 from .elbo import MeanField_ELBO
 from .errors import Unsupported
@@ -78,7 +78,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
     (Trace_ELBO), or an ELBO instance. ``num_particles`` > 1 draws that many weight samples per
-    step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) is scored every
+    step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) (or a DataLoader of pairs) is scored every
     ``val_every`` epochs. ``optimizer="clipped_adam"`` clips gradients to ``clip_norm`` and multiplies
     the learning rate by ``lr_decay`` after every step.
     fast: with ``loss="meanfield"``, a MeanFieldNormal guide and Normal priors, compute the same
@@ -177,7 +177,10 @@ def _choose_elbo(bnn: BayesianNet, guide, loss, num_particles, vectorize_particl
 
 
 def _validation_data(bnn: BayesianNet, val_data, tbptt, dev) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checked validation inputs and targets on the device (sequences scored whole under tbptt)."""
+    """Checked validation inputs and targets on the device (sequences scored whole under tbptt); a DataLoader's
+    batches are gathered."""
+    if isinstance(val_data, torch.utils.data.DataLoader):
+        val_data = gathered(val_data)
     if tbptt is not None:  # per-step targets as rows
         val_x, val_y = bnn.check_inputs(val_data[0], name="val X")[0], torch.as_tensor(val_data[1]).reshape(-1)
         val_y = bnn.likelihood.check(val_y, val_y.numel(), bnn.row_shape(val_x))

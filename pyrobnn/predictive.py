@@ -13,6 +13,7 @@ from pyro import poutine
 from torch import nn
 
 from ._types import ArrayLike, Guide
+from .batches import gathered
 from .lift import BayesianNet
 from .likelihoods import Likelihood
 
@@ -81,9 +82,11 @@ def choose_strategy(n_rows: int, floats_per_row: int) -> str:
 
 
 @torch.no_grad()
-def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 1000, chunk_size: int | None = None,
-            seed: int | None = None, mode: str = "eval", strategy: str = "auto") -> PosteriorPredictive:
-    """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws.
+def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike | torch.utils.data.DataLoader, num_samples: int = 1000,
+            chunk_size: int | None = None, seed: int | None = None, mode: str = "eval",
+            strategy: str = "auto") -> PosteriorPredictive:
+    """Posterior predictive of ``bnn`` under ``guide`` at inputs ``x``: ``num_samples`` weight draws. ``x`` may be a
+    DataLoader of inputs or of (input, target) pairs: its inputs are gathered in order.
 
     mode: ``"eval"`` (default) runs the net in eval mode: BatchNorm uses its running statistics and
     Dropout is off, so the spread comes from the weight posterior alone. ``"train"`` keeps train-mode
@@ -105,6 +108,8 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike, num_samples: int = 100
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got {mode!r}")
     bnn.check_guide(guide)
+    if isinstance(x, torch.utils.data.DataLoader):  # inputs, or (inputs, targets) pairs: the inputs, in order
+        x = gathered(x, targets=False)[0]  # before seeding: iterating a DataLoader draws from torch's generator
     if seed is not None:
         pyro.set_rng_seed(seed)
     x = bnn.check_inputs(x)[0].to(bnn.device)

@@ -223,3 +223,16 @@ def test_a_branching_net_is_refused_in_one_line_on_batched_routes_and_trains_one
     assert predict(bnn, guide, X, num_samples=4, strategy="loop").draws.shape == (4, 60)
     obs = pyro.infer.Predictive(bnn.model, guide=guide, num_samples=3, parallel=False)(X)["obs"]
     assert obs.shape == (3, 60)
+
+
+def test_predict_and_validation_take_dataloaders():
+    from torch.utils.data import DataLoader, TensorDataset
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
+    guide = MeanFieldNormal(bnn)
+    pairs = DataLoader(TensorDataset(X, Y), batch_size=25)
+    hist = pyrobnn.fit(bnn, guide, pairs, epochs=30, lr=0.03, val_data=pairs, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert hist.records[-1]["val_accuracy"] > hist.records[0]["val_accuracy"]
+    whole = predict(bnn, guide, X, num_samples=6, seed=3)
+    for loader in (pairs, DataLoader(TensorDataset(X), batch_size=7)):  # pairs or bare inputs, gathered in order
+        torch.testing.assert_close(predict(bnn, guide, loader, num_samples=6, seed=3).outputs, whole.outputs)
