@@ -78,8 +78,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     data: ``(X, y)`` tensors (minibatched with ``batch_size``) or a DataLoader of (x, y) batches.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
     (Trace_ELBO), or an ELBO instance. ``num_particles`` > 1 draws that many weight samples per
-    step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) (or a DataLoader of pairs) is scored every
-    ``val_every`` epochs. ``optimizer="clipped_adam"`` clips gradients to ``clip_norm`` and multiplies
+    step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) (or a DataLoader of pairs) is
+    scored every ``val_every`` epochs. ``optimizer="clipped_adam"`` clips gradients to ``clip_norm`` and multiplies
     the learning rate by ``lr_decay`` after every step.
     fast: with ``loss="meanfield"``, a MeanFieldNormal guide and Normal priors, compute the same
     estimator as TraceMeanField_ELBO without Pyro's tracing (:mod:`pyrobnn.fastelbo`).

@@ -108,11 +108,11 @@ def predict(bnn: BayesianNet, guide: Guide, x: ArrayLike | torch.utils.data.Data
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' (running statistics, no dropout) or 'train' (MC dropout); got {mode!r}")
     bnn.check_guide(guide)
-    if isinstance(x, torch.utils.data.DataLoader):  # inputs, or (inputs, targets) pairs: the inputs, in order
-        x = gathered(x, targets=False)[0]  # before seeding: iterating a DataLoader draws from torch's generator
+    # a DataLoader's inputs, gathered before seeding: iterating a DataLoader draws from torch's generator
+    inputs = gathered(x, targets=False)[0] if isinstance(x, torch.utils.data.DataLoader) else x
     if seed is not None:
         pyro.set_rng_seed(seed)
-    x = bnn.check_inputs(x)[0].to(bnn.device)
+    x = bnn.check_inputs(inputs)[0].to(bnn.device)
     if isinstance(guide, nn.Module):
         guide.to(bnn.device)
     # the one-row probe of activation sizes runs only when the chunk or the strategy needs it
