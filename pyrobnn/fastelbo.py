@@ -119,7 +119,7 @@ class MeanFieldELBO:
         xr = x.repeat(p, *[1] * (x.dim() - 1)) if p > 1 else x
         yr = y.repeat(p, *[1] * (y.dim() - 1)) if p > 1 else y
         with stochastic_layers(bnn, guide, self.estimator):
-            out = bnn.net(xr)
+            out = bnn.scored(bnn.net(xr))
         log_lik = bnn.likelihood.distribution(out).log_prob(yr).sum() / p
         p_loc, p_scale = self._flat_priors(bnn, guide)
         kl = _kl_normal(loc, scale, p_loc, p_scale).sum()

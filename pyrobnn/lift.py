@@ -74,8 +74,10 @@ class BayesianNet(nn.Module):
     """
 
     def __init__(self, net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
-                 priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None):
+                 priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None,
+                 output: str | int | None = None):
         super().__init__()
+        self.output = output  # the part of a tuple / dict output that the likelihood scores
         if not isinstance(net, nn.Module):
             raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
         if isinstance(net, torch.jit.ScriptModule):
@@ -188,7 +190,7 @@ class BayesianNet(nn.Module):
         ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:1]`` in eval mode
         without changing any state (the unflattened shape is kept in ``out_row_shape``)."""
         if self._row_shape is None:
-            self.out_row_shape = tuple(_tensor(self._probe(x)).shape[1:]) or (1,)
+            self.out_row_shape = tuple(self._pick(self._probe(x)).shape[1:]) or (1,)
             self._row_shape = (math.prod(self.out_row_shape),)
         return self._row_shape
 
@@ -231,6 +233,7 @@ class BayesianNet(nn.Module):
             "deterministic": [k for k in params if k not in self.priors],
             "likelihood": self.likelihood.config(),
             "n_features": self.n_features,
+            **({} if self.output is None else {"output": self.output}),
         }
 
     @property
@@ -267,22 +270,38 @@ class BayesianNet(nn.Module):
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:
             call = _traced_call if torch.jit.is_tracing() else functional_call
-            return _with_row_axis(call(self.net, weights, (x,)), 0)
+            return self.scored(call(self.net, weights, (x,)))
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
         norms = training_batch_norms(self.net)
         with unfused_recurrence(self.net), per_draw_statistics(norms) as record, _attention_fastpath_off():
             def run(p):
                 record.calls.clear()
                 record.stats.clear()
-                return functional_call(self.net, p, (x,)), list(record.stats)
+                return self._pick(functional_call(self.net, p, (x,))), list(record.stats)
 
             try:
                 out, stats = vmap(run, randomness="different")(flat)
             except RuntimeError as e:
                 raise _unbatchable(e) from e
         update_running(record.calls, stats)
-        out = _tensor(out)
         return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
+
+    def scored(self, out: Any, n_lead: int = 0) -> torch.Tensor:
+        """The net's raw output as the likelihood sees it, ``[*lead, N, k]``: the part ``output`` of a tuple or dict,
+        with a trailing axis for one value per row, flattened per row for several dims."""
+        return _with_row_axis(self._pick(out), n_lead)
+
+    def _pick(self, out: Any) -> torch.Tensor:
+        """The tensor the likelihood scores: the net's output, or its part ``output`` (a key or an index)."""
+        if self.output is None:
+            return _tensor(out)
+        try:
+            part = out[self.output]
+        except (KeyError, IndexError, TypeError):
+            keys = list(out) if isinstance(out, dict) else f"{len(out)} parts" if isinstance(out, (tuple, list)) else \
+                type(out).__name__
+            raise ValueError(f"lift(output={self.output!r}): the net's output has no such part ({keys})") from None
+        return _tensor(part)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, data_size: int | None = None) -> torch.Tensor:
         """Pyro model: weights ~ prior; y ~ likelihood(net(x; weights)) in a plate scaled to data_size.
@@ -427,7 +446,8 @@ def _unbatchable(e: RuntimeError) -> Exception:
 
 def _tensor(out: Any) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        hint = " (return only the output the likelihood scores)" if isinstance(out, (tuple, list, dict)) else ""
+        hint = " (pass lift(output=...) with the key or index of the part the likelihood scores)" \
+            if isinstance(out, (tuple, list, dict)) else ""
         raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}{hint}")
     return out
 
@@ -474,7 +494,8 @@ def _check_no_spectral_norm(net: nn.Module) -> None:
 
 
 def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",
-         priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None) -> BayesianNet:
+         priors: Mapping[str, PriorSpec] | None = None, n_features: int | None = None,
+         output: str | int | None = None) -> BayesianNet:
     """Lift ``net`` into a Bayesian net whose ``.model`` is a Pyro model.
 
     Args:
@@ -483,8 +504,10 @@ def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "
         priors: per-module / per-parameter overrides, ``{"0": priors.Laplace(), "4.bias": None}``;
             ``None`` keeps that part of the net deterministic (trained as a point estimate).
         likelihood: ``"categorical"`` / ``"normal"`` or a :mod:`pyrobnn.likelihoods` instance.
+        output: for a net that returns a tuple or a dict (``{"logits": ..., "features": ...}``), the index or key of
+            the part the likelihood scores.
 
     The net's forward takes one tensor ``X [rows, ...]``; a net of several inputs is lifted through a wrapper that
     splits one concatenated tensor (integer columns such as category ids are cast back with ``.long()``).
     """
-    return BayesianNet(net, prior=prior, likelihood=likelihood, priors=priors, n_features=n_features)
+    return BayesianNet(net, prior=prior, likelihood=likelihood, priors=priors, n_features=n_features, output=output)

@@ -236,3 +236,38 @@ def test_predict_and_validation_take_dataloaders():
     whole = predict(bnn, guide, X, num_samples=6, seed=3)
     for loader in (pairs, DataLoader(TensorDataset(X), batch_size=7)):  # pairs or bare inputs, gathered in order
         torch.testing.assert_close(predict(bnn, guide, loader, num_samples=6, seed=3).outputs, whole.outputs)
+
+
+class DictOut(nn.Module):
+    """A Hugging Face style output: a dict holding the logits and the features under them."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Sequential(nn.Linear(2, 8), nn.Tanh()), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.body(x)
+        return {"features": h, "logits": self.head(h)}
+
+
+@pytest.mark.parametrize("route", ["fit", "particles", "local", "svi"])
+def test_a_dict_output_trains_on_every_route_through_lift_output(route):
+    with pytest.raises(TypeError, match=r"it returned dict \(pass lift\(output=\.\.\.\)"):
+        pyrobnn.fit(b := pyrobnn.lift(DictOut()), MeanFieldNormal(b), (X, Y), epochs=1, progress=False)
+    wrong = pyrobnn.lift(DictOut(), output="logit")
+    with pytest.raises(ValueError, match=r"lift\(output='logit'\): the net's output has no such part \(\['features', "):
+        pyrobnn.fit(wrong, MeanFieldNormal(wrong), (X, Y), epochs=1, progress=False)
+
+    bnn = pyrobnn.lift(DictOut(), output="logits")
+    guide = MeanFieldNormal(bnn)
+    start = guide.loc_flat.detach().clone()
+    if route == "svi":
+        losses = [SVI(bnn.model, guide, Adam({"lr": 0.03}), Trace_ELBO()).step(X, Y) for _ in range(60)]
+        assert sum(losses[-5:]) < sum(losses[:5])
+    else:
+        kw = {"fit": {}, "particles": {"num_particles": 4}, "local": {"estimator": "local"}}[route]
+        hist = pyrobnn.fit(bnn, guide, (X, Y), epochs=60, lr=0.03, progress=False, **kw)
+        assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert not torch.equal(start, guide.loc_flat)
+    assert predict(bnn, guide, X, num_samples=5).outputs.shape == (5, 60, 3)
+    assert pyro.infer.Predictive(bnn.model, guide=guide, num_samples=3, parallel=True)(X)["obs"].shape == (3, 60)
