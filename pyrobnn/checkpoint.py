@@ -17,6 +17,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide
 from torch import nn
 
 from . import rng
@@ -154,6 +155,17 @@ def _check_shapes(saved: dict, current: dict, what: str):
         raise ValueError(f"checkpoint does not match the {what}: unexpected entry {extra[0]!r}")
 
 
+def _materialise(guide: Guide, bnn: BayesianNet, x1: torch.Tensor) -> None:
+    """Create a lazy guide's parameters without touching the RNG or the net's state. A Pyro autoguide built on
+    ``bnn.model`` is shown a target too (one drawn from the model), as in training: without one it would take
+    ``obs`` for a latent site."""
+    with rng.preserved(), poutine.block(), bnn.frozen_buffers():
+        if isinstance(guide, AutoGuide):
+            guide(x1, bnn.model(x1))
+        else:
+            guide(x1)
+
+
 @torch.no_grad()
 def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> None:
     """Copy saved tensors into bnn and guide in place (shapes and tensor priors checked first)."""
@@ -164,8 +176,7 @@ def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: tor
     adopt = getattr(guide, "adopt_state", None)  # a guide whose tensors' sizes come from the file (MCMC draws)
     if adopt is not None:
         adopt(ck["guide"])
-    with rng.preserved(), poutine.block():
-        guide(x1)  # materialise lazy parameters
+    _materialise(guide, bnn, x1)
     if isinstance(guide, nn.Module) and adopt is None:
         _check_shapes(ck["guide"], guide.state_dict(), "guide")
         guide.load_state_dict(ck["guide"])

@@ -95,7 +95,7 @@ def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | Non
     rng = allowed or (f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)")
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
-    if isinstance(y, (list, tuple)):
+    if isinstance(y, (list, tuple)) and y and isinstance(y[0], str):
         y = np.asarray(y)
     if isinstance(y, np.ndarray):
         if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):

@@ -190,8 +190,13 @@ class BayesianNet(nn.Module):
         ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:1]`` in eval mode
         without changing any state (the unflattened shape is kept in ``out_row_shape``)."""
         if self._row_shape is None:
-            self.out_row_shape = tuple(self._pick(self._probe(x)).shape[1:]) or (1,)
-            self._row_shape = (math.prod(self.out_row_shape),)
+            row = tuple(self._pick(self._probe(x)).shape[1:]) or (1,)
+            if len(row) > 1 and self.likelihood.kind == "classification" and not isinstance(self.likelihood, Custom):
+                raise ValueError(f"{type(self.likelihood).__name__} scores one label per row, but the net returns "
+                                 f"{list(row)} per row; for a label per position (segmentation) use "
+                                 f"likelihoods.Custom on the flattened output, e.g. Categorical(logits="
+                                 f"out.unflatten(-1, ({row[0]}, -1)).transpose(-1, -2)).to_event(1)")
+            self.out_row_shape, self._row_shape = row, (math.prod(row),)
         return self._row_shape
 
     def _flat_targets(self, y: ArrayLike, x: torch.Tensor) -> ArrayLike:
@@ -199,11 +204,6 @@ class BayesianNet(nn.Module):
         ``[N, H, W]``), flattened per row as the net's output is."""
         self.row_shape(x)
         row, shape = self.out_row_shape, tuple(getattr(y, "shape", ()))[1:]
-        if len(row) > 1 and self.likelihood.kind == "classification" and not isinstance(self.likelihood, Custom):
-            raise ValueError(f"{type(self.likelihood).__name__} scores one label per row, but the net returns "
-                             f"{list(row)} per row; for a label per position (segmentation) use likelihoods.Custom "
-                             f"on the flattened output, e.g. Categorical(logits=out.unflatten(-1, ({row[0]}, -1))"
-                             f".transpose(-1, -2)).to_event(1)")
         if len(row) > 1 and shape in (row, row[1:]):
             return torch.as_tensor(y).flatten(1)
         return y
@@ -214,7 +214,8 @@ class BayesianNet(nn.Module):
         try:
             with torch.no_grad(), self.frozen_buffers():
                 self.net.eval()
-                return self.net(x[:1].to(self.device))
+                row = x[:1].to(self.device)
+                return self.net(row.to(self.dtype) if row.is_floating_point() else row)
         finally:
             self.net.train(was)
 
@@ -265,6 +266,8 @@ class BayesianNet(nn.Module):
         written-out recurrence (:mod:`pyrobnn.recurrent`) and BatchNorm in train mode its per-draw
         statistics (:mod:`pyrobnn.normalization`), which ``vmap`` can batch.
         """
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != self.dtype:
+            x = x.to(self.dtype)  # float32 features for a float64 net, as check_inputs casts them
         weights = {k: weights[k] for k in self.net_sites if k in weights}
         leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
@@ -310,8 +313,6 @@ class BayesianNet(nn.Module):
         plain ``pyro.infer.SVI`` loop gets the same one-line errors as :func:`pyrobnn.fit`."""
         expose("bnn", self.named_point_parameters())
         latents = self.sample_weights()
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != self.dtype:
-            x = x.to(self.dtype)  # float32 features for a float64 net, as check_inputs casts them
         out = self.forward(x, latents)
         k = self.net_sites[0]
         lead = latents[k].dim() - len(self.shapes[k])
@@ -355,6 +356,7 @@ class BayesianNet(nn.Module):
                 self._check_guess(x, name)
         if x.is_floating_point():
             x = x.to(self.dtype)
+        self.row_shape(x)  # once: a per-pixel output under a one-label likelihood is refused here
         if y is not None:
             y = self.likelihood.check(self._flat_targets(y, x), x.shape[0], self.row_shape(x))
             y = y.to(self.dtype) if y.is_floating_point() else y

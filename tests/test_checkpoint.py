@@ -86,3 +86,31 @@ def test_save_is_atomic_a_failed_write_keeps_the_last_good_file(tmp_path, monkey
         save_posterior(path, bnn, guide, X)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["p.pt"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("kind", ["classification", "float64 regression, [N, 1, 5, 5] outputs"])
+def test_pyros_autonormal_on_the_model_round_trips(tmp_path, kind):
+    """Rebuilt lazily on reload, an AutoNormal on ``bnn.model`` saw no target and took ``obs`` for a latent site
+    ("Continuous inference cannot handle discrete sample site 'obs'"); it is now shown one drawn from the model."""
+    from pyro.infer.autoguide import AutoNormal
+    from torch import nn
+
+    def build():
+        if kind == "classification":
+            return pyrobnn.lift(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)))
+        net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 1, 3, padding=1)).double()
+        return pyrobnn.lift(net, likelihood=pyrobnn.likelihoods.Normal(scale=None))
+
+    x = torch.randn(20, 4) if kind == "classification" else torch.randn(20, 1, 5, 5)
+    y = torch.randint(0, 3, (20,)) if kind == "classification" else x.clone()
+    bnn = build()
+    guide = AutoNormal(bnn.model)
+    pyrobnn.fit(bnn, guide, (x, y), epochs=5, lr=0.05, progress=False)
+    before = pyrobnn.predict(bnn, guide, x, num_samples=4, seed=1).outputs
+    save_posterior(tmp_path / "post.pt", bnn, guide, x[:1])
+    pyro.clear_param_store()
+    bnn2 = build()
+    guide2 = AutoNormal(bnn2.model)
+    load_posterior(tmp_path / "post.pt", bnn2, guide2, x[:1])
+    after = pyrobnn.predict(bnn2, guide2, x, num_samples=4, seed=1).outputs
+    assert after.dtype == before.dtype and torch.equal(after, before)

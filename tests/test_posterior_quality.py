@@ -167,6 +167,21 @@ def test_laplace_on_every_zoo_net(case):
     torch.testing.assert_close(lin, bnn.forward(x, glm.layout.split(w0)) + jac @ (d - w0), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode,padding,weighted", [("mean", None, False), ("mean", 0, False), ("sum", 0, True),
+                                                   ("max", 0, False), ("max", None, False)])
+def test_the_composite_embedding_bag_equals_torchs_kernel(mode, padding, weighted):
+    """pyrobnn.transformable runs an EmbeddingBag (no forward-mode AD in torch) as a lookup and a masked
+    reduction, for the GLM predictive's jvp; rows of padding only included."""
+    from pyrobnn.transformable import bag_forward
+
+    torch.manual_seed(7)
+    m = nn.EmbeddingBag(12, 5, mode=mode, padding_idx=padding)
+    ids = torch.randint(0, 12, (6, 4))
+    ids[0] = 0  # all padding when padding_idx is 0
+    psw = torch.rand(6, 4) if weighted else None
+    torch.testing.assert_close(bag_forward(m, ids, None, psw), m(ids, per_sample_weights=psw), atol=1e-6, rtol=0)
+
+
 def test_laplace_modes_and_refusals():
     bnn = pyrobnn.lift(TwoPath())
     x, y = torch.randn(30, 2) * 5 + 50, torch.randint(0, 3, (30,))
