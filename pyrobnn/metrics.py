@@ -79,7 +79,7 @@ def calibration_curve(pp: PosteriorPredictive, y: ArrayLike,
                       levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
                       ) -> list[dict]:
     """Regression calibration: for each central-interval level, the observed share of targets inside."""
-    y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
+    y = pp.targets(y).float()
     out = []
     for level in levels:
         lo, hi = pp.interval(level)
@@ -90,7 +90,7 @@ def calibration_curve(pp: PosteriorPredictive, y: ArrayLike,
 def regression_report(pp: PosteriorPredictive, y: ArrayLike, levels: Sequence[float] = (0.5, 0.8, 0.9, 0.95)) -> dict:
     """RMSE of the predictive mean, mean log predictive density (log-mean-exp over draws), coverage of
     central intervals at ``levels``, and mean interval width at 95%."""
-    y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
+    y = pp.targets(y).float()
     rep = {"rmse": rmse(pp.mean(), y), "log_likelihood": float(pp.log_likelihood(y).mean())}
     for c in calibration_curve(pp, y, levels):
         rep[f"coverage_{round(c['level'] * 100)}"] = c["observed"]

@@ -2,6 +2,7 @@
 passes or one after another through the plain net for large ones; chunked to bound memory."""
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Protocol, cast
@@ -19,6 +20,14 @@ from .likelihoods import Likelihood
 
 _CHUNK_BYTES = 256 * 2**20  # activations + weights held at once per chunk of draws
 LOOP_FLOATS = 2**20  # one pass of at least this many activation floats: draws run one after another (choose_strategy)
+
+
+def _snapshot(likelihood):
+    """The likelihood as it is now, its learned tensors (a noise scale) detached: the predictive's summaries are
+    plain tensors (``pp.std().numpy()`` works) and do not move if training goes on."""
+    if isinstance(likelihood, nn.Module) and any(p.requires_grad for p in likelihood.parameters()):
+        likelihood = copy.deepcopy(likelihood).requires_grad_(False)
+    return likelihood
 
 
 def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
@@ -160,7 +169,7 @@ class PosteriorPredictive:
     def __init__(self, outputs: torch.Tensor, likelihood: Likelihood | _Rescaled, latents: dict | None = None,
                  mode: str = "eval"):
         self.outputs = outputs
-        self.likelihood = likelihood
+        self.likelihood = _snapshot(likelihood)
         self.latents = latents or {}
         self.kind = likelihood.kind
         self.mode = mode
@@ -288,10 +297,15 @@ class PosteriorPredictive:
         lo, hi = self.quantiles([(1 - level) / 2, (1 + level) / 2])
         return lo, hi
 
-    def log_likelihood(self, y: torch.Tensor) -> torch.Tensor:
+    def targets(self, y: ArrayLike) -> torch.Tensor:
+        """``y`` as a tensor on the predictive's device, rows of several dims (``[N, C, H, W]``, the targets of a net
+        whose output is seen flattened per row) flattened to ``[N, C*H*W]``."""
+        y = torch.as_tensor(y, device=self.outputs.device)
+        return y.flatten(1) if y.dim() > 2 else y
+
+    def log_likelihood(self, y: ArrayLike) -> torch.Tensor:
         """log p(y | x, data) per input: log of the mean over draws of the per-draw density."""
-        y = self.likelihood.cast(torch.as_tensor(y, device=self.outputs.device))
-        lp = self.distribution().log_prob(y)
+        lp = self.distribution().log_prob(self.likelihood.cast(self.targets(y)))
         return torch.logsumexp(lp, 0) - math.log(lp.shape[0])
 
     def rescaled(self, mean: float, std: float) -> PosteriorPredictive:

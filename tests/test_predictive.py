@@ -88,3 +88,20 @@ def test_the_strategy_follows_the_size_of_one_pass():
     assert choose_strategy(3, 131) == "vectorize"  # the egg net's 5000 draws for 3 eggs
     assert choose_strategy(10_000, 1_600) == "loop"  # an MNIST-size MLP over 10,000 images
     assert choose_strategy(1, LOOP_FLOATS) == "loop" and choose_strategy(1, LOOP_FLOATS - 1) == "vectorize"
+
+
+def test_a_learned_noise_gives_plain_summaries_fixed_at_predict_time():
+    """The learned noise is a parameter: pp.std() once carried its gradient (``.numpy()`` refused) and followed it
+    if training went on."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 3)
+    y = x[:, 0] + 0.3 * torch.randn(40)
+    bnn = pyrobnn.lift(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1),
+                                           torch.nn.Flatten(0)), likelihood=pyrobnn.likelihoods.Normal(scale=None))
+    guide = pyrobnn.MeanFieldNormal(bnn)
+    pyrobnn.fit(bnn, guide, (x, y), epochs=20, lr=0.02, progress=False)
+    pp = pyrobnn.predict(bnn, guide, x, num_samples=20, seed=0)
+    std, ll = pp.std(), pp.log_likelihood(y)
+    assert not std.requires_grad and not ll.requires_grad and std.numpy().shape == (40,)
+    pyrobnn.fit(bnn, guide, (x, y), epochs=20, lr=0.05, progress=False)  # the noise moves on; pp does not
+    assert torch.equal(pp.std(), std) and torch.equal(pp.log_likelihood(y), ll)

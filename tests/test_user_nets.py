@@ -62,6 +62,8 @@ def test_an_image_to_image_denoiser_trains_on_rows_flattened_like_its_output():
     mse, mse_input = float(((denoised - clean[te]) ** 2).mean()), float(((noisy[te] - clean[te]) ** 2).mean())
     assert mse < 0.5 * mse_input, (mse, mse_input)  # the posterior mean removes most of the noise
     assert bool((pp.std() > 0).all())
+    report = pyrobnn.metrics.regression_report(pp, clean[te])  # targets shaped like the images are flattened alike
+    assert pp.log_likelihood(clean[te]).shape == (100,) and 0.8 < report["coverage_95"] <= 1.0, report
 
     pyro.clear_param_store()  # a plain Pyro loop with unflattened targets, then Pyro's Predictive
     auto = AutoNormal(bnn.model, init_scale=0.01)
