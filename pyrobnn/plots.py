@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from ._types import ArrayLike  # noqa: E402
 
@@ -277,6 +278,7 @@ def reliability_diagram(bins: list[dict], title: str = "") -> Figure:
     ax.legend(fontsize=8)
     axc.bar([b["lower"] for b in used], [b["count"] for b in used], width=width, align="edge", color="grey")
     axc.set_yscale("log")
+    axc.yaxis.set_minor_formatter(NullFormatter())  # labels on the decades only: the minor ones overlap
     axc.set_xlabel("confidence")
     axc.set_ylabel("count")
     fig.tight_layout()
