@@ -203,7 +203,7 @@ def from_state(state: dict) -> ConformalRegressor | ConformalClassifier:
 
 
 def _targets(y, pp: PosteriorPredictive) -> torch.Tensor:
-    y = torch.as_tensor(y, dtype=torch.float32, device=pp.outputs.device)
+    y = pp.targets(y).float()
     want = tuple(pp.mean().shape)
     if y.dim() == 2 and y.shape[1] == 1 and len(want) == 1:
         y = y[:, 0]

@@ -64,6 +64,8 @@ def test_an_image_to_image_denoiser_trains_on_rows_flattened_like_its_output():
     assert bool((pp.std() > 0).all())
     report = pyrobnn.metrics.regression_report(pp, clean[te])  # targets shaped like the images are flattened alike
     assert pp.log_likelihood(clean[te]).shape == (100,) and 0.8 < report["coverage_95"] <= 1.0, report
+    conformal = pyrobnn.conformal.ConformalRegressor(0.9).calibrate(pp, clean[te])  # a threshold per pixel
+    assert tuple(conformal.interval(pp)[0].shape) == (100, SIDE * SIDE)
 
     pyro.clear_param_store()  # a plain Pyro loop with unflattened targets, then Pyro's Predictive
     auto = AutoNormal(bnn.model, init_scale=0.01)
