@@ -6,6 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 import pyrobnn
+from pyrobnn.models.zoo import CellLoopRNN
 from pyrobnn.recurrent import cell_forward, recurrent_forward, unfused_recurrence
 
 CONFIGS = [
@@ -60,30 +61,11 @@ def test_written_out_cells_match_torch(cls, kw, unbatched):
             torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
 
 
-class CellDecoder(nn.Module):
-    """A hand-written loop over an LSTMCell (no vmap rule in torch) feeding an RNN (tanh): the user's own unroll."""
-
-    def __init__(self):
-        super().__init__()
-        self.cell = nn.LSTMCell(2, 6)
-        self.rnn = nn.RNN(6, 5, batch_first=True)
-        self.out = nn.Linear(5, 3)
-
-    def forward(self, x):
-        h = c = x.new_zeros(x.shape[0], 6)
-        steps = []
-        for t in range(x.shape[1]):
-            h, c = self.cell(x[:, t], (h, c))
-            steps.append(h)
-        out, _ = self.rnn(torch.stack(steps, 1))
-        return self.out(out[:, -1])
-
-
 def test_a_cell_loop_and_an_elman_rnn_run_on_batched_weight_samples_and_train_vectorised():
     torch.manual_seed(6)
-    net = CellDecoder()
+    net = CellLoopRNN()  # a hand-written loop over an LSTMCell (no vmap rule in torch), then an Elman RNN
     bnn = pyrobnn.lift(net)
-    x, y = torch.randn(12, 5, 2), torch.randint(0, 3, (12,))
+    x, y = torch.randn(12, 5, 3), torch.randint(0, 3, (12,))
     w = {k: p.detach() + 0.1 * torch.randn(3, *p.shape) for k, p in net.named_parameters()}
     out = bnn.forward(x, w)
     for i in range(3):  # each draw equals torch's own kernels with that draw's weights
