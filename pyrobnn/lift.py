@@ -435,15 +435,17 @@ def _unbatchable(e: RuntimeError) -> Exception:
     """vmap's refusals, said in one line with the routes that run one weight draw at a time; other errors as they
     are."""
     text = str(e)
-    if "data-dependent control flow" in text:
-        return Unsupported(f"the net's forward branches on a tensor's value (a Python if, or .item()), which vmap "
-                           f"cannot batch over weight draws: write the branch with torch.where, or run one draw "
-                           f"at a time: {ONE_DRAW_AT_A_TIME}")
     if text.startswith("Batching rule not implemented for "):
-        op = text.split()[5].rstrip(".")
-        return Unsupported(f"torch has no vmap rule for {op}, which the net calls, so weight draws cannot be "
-                           f"batched through it: run one draw at a time: {ONE_DRAW_AT_A_TIME}")
-    return e
+        why = f"torch has no vmap rule for {text.split()[5].rstrip('.')}, which the net calls"
+    elif "data-dependent control flow" in text:
+        why = "the net's forward branches on a tensor's value (a Python if, or .item()): write it with torch.where"
+    elif "must override the setup_context staticmethod" in text:
+        why = ("the net calls a torch.autograd.Function without setup_context: give it one and "
+               "generate_vmap_rule = True (torch's 'Extending torch.func with autograd.Function')")
+    else:
+        return e
+    return Unsupported(f"{why}; vmap cannot batch weight draws through it, so run one draw at a time: "
+                       f"{ONE_DRAW_AT_A_TIME}")
 
 
 def _tensor(out: Any) -> torch.Tensor:

@@ -225,6 +225,37 @@ def test_a_branching_net_is_refused_in_one_line_on_batched_routes_and_trains_one
     assert obs.shape == (3, 60)
 
 
+class _Sign(torch.autograd.Function):
+    """A straight-through sign written the old way (no setup_context): functorch transforms refuse it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class SignNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(_Sign.apply(self.a(x)))
+
+
+def test_an_old_style_autograd_function_is_refused_on_batched_routes_naming_the_fix():
+    bnn = pyrobnn.lift(SignNet())
+    with pytest.raises(pyrobnn.errors.Unsupported, match=r"^the net calls a torch.autograd.Function without "
+                                                          r"setup_context: .* run one draw at a time: fit"):
+        predict(bnn, MeanFieldNormal(bnn), X, num_samples=4, strategy="vectorize")
+    guide = MeanFieldNormal(bnn)
+    hist = pyrobnn.fit(bnn, guide, (X, Y), epochs=40, lr=0.03, progress=False)  # one draw per step
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+
+
 def test_predict_and_validation_take_dataloaders():
     from torch.utils.data import DataLoader, TensorDataset
     bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
