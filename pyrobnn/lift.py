@@ -26,7 +26,7 @@ from .likelihoods import Custom, Likelihood, make_likelihood
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
 from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
-from .recurrent import unfused_recurrence
+from .transformable import batchable
 
 #: A likelihood: a :mod:`pyrobnn.likelihoods` instance or a name (``"categorical"``, ``"normal"``).
 LikelihoodSpec = Union[Likelihood, str]
@@ -262,9 +262,9 @@ class BayesianNet(nn.Module):
         weights[name] has shape ``[*lead, *param_shape]`` with the same ``lead`` for all (or
         broadcastable); the output is ``[*lead, *net(x).shape]``, with a trailing axis added to a
         net output of one value per row (``[N]`` becomes ``[N, 1]``). With no leading dims the net
-        runs as it is (fused LSTM/GRU kernels included); with them, LSTM/GRU layers run their
-        written-out recurrence (:mod:`pyrobnn.recurrent`) and BatchNorm in train mode its per-draw
-        statistics (:mod:`pyrobnn.normalization`), which ``vmap`` can batch.
+        runs as it is (fused kernels included); with them, the net runs on ops ``vmap`` can batch
+        (:func:`pyrobnn.transformable.batchable`: written-out recurrences, a composite EmbeddingBag, attention off
+        torch's fused path) and BatchNorm in train mode on its per-draw statistics (:mod:`pyrobnn.normalization`).
         """
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)  # float32 features for a float64 net, as check_inputs casts them
@@ -276,7 +276,7 @@ class BayesianNet(nn.Module):
             return self.scored(call(self.net, weights, (x,)))
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
         norms = training_batch_norms(self.net)
-        with unfused_recurrence(self.net), per_draw_statistics(norms) as record, _attention_fastpath_off():
+        with batchable(self.net), per_draw_statistics(norms) as record:
             def run(p):
                 record.calls.clear()
                 record.stats.clear()
@@ -414,18 +414,6 @@ def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     out = _tensor(out)
     per_row = out.dim() - n_lead - 1
     return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
-
-
-@contextmanager
-def _attention_fastpath_off() -> Iterator[None]:
-    """torch's fused inference path for attention (nested tensors from a padding mask, the fused encoder layer) has
-    no vmap rule; the same layers' plain path computes the same values, so batched draws take it."""
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(was)
 
 
 ONE_DRAW_AT_A_TIME = "fit(num_particles=1), predict(strategy='loop'), Predictive(parallel=False)"

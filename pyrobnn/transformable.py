@@ -6,7 +6,8 @@ fused (mkldnn) LSTM/GRU. Forward-mode AD (``jvp``, ``hessian``) and ``vmap`` ove
 inside torch. Within :func:`transformable`, a net runs the same computation on composite ops instead: the
 attention fast path off, scaled-dot-product attention on its math backend, LSTM/GRU layers on their
 written-out recurrence (:mod:`pyrobnn.recurrent`), and ``nn.EmbeddingBag`` (no forward-mode AD) as an embedding
-lookup and a masked reduction. The results equal the fused kernels' up to rounding.
+lookup and a masked reduction. The results equal the fused kernels' up to rounding. :func:`batchable` is the
+part of this that ``vmap`` over weight draws needs (everything but the attention kernel's backend).
 """
 from __future__ import annotations
 
@@ -23,16 +24,24 @@ from .recurrent import unfused_recurrence
 @contextmanager
 def transformable(net: nn.Module) -> Iterator[None]:
     """Within the block ``net`` runs only ops with forward-mode AD, double backward and vmap rules."""
-    mha = getattr(torch.backends, "mha", None)
-    fastpath = mha.get_fastpath_enabled() if mha is not None else None
     with ExitStack() as stack:
-        stack.enter_context(unfused_recurrence(net))
-        stack.enter_context(composite_bags(net))
+        stack.enter_context(batchable(net))
         try:
             from torch.nn.attention import SDPBackend, sdpa_kernel
             stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
         except ImportError:  # torch < 2.3: attention runs the math kernel on CPU already
             pass
+        yield
+
+
+@contextmanager
+def batchable(net: nn.Module) -> Iterator[None]:
+    """Within the block ``net`` runs on ops that ``vmap`` batches over weight draws: LSTM/GRU/RNN and their cells
+    written out, EmbeddingBag as a lookup and a masked reduction, torch's fused attention path (nested tensors from
+    a padding mask, the fused encoder layer) off. What :meth:`pyrobnn.lift.BayesianNet.forward` runs draws under."""
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
+    with unfused_recurrence(net), composite_bags(net):
         if mha is not None:
             mha.set_fastpath_enabled(False)
         try:
