@@ -411,7 +411,6 @@ def _traced_call(net: nn.Module, weights: dict[str, torch.Tensor], args: tuple) 
 def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     """``[*lead, N, k]`` as the likelihood sees it: ``[*lead, N]`` (one value per row) gains a trailing axis,
     ``[*lead, N, C, H, W]`` is flattened per row to ``[*lead, N, C*H*W]``."""
-    out = _tensor(out)
     per_row = out.dim() - n_lead - 1
     return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
 
