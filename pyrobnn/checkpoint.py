@@ -58,7 +58,7 @@ def model_state(bnn: BayesianNet, guide: Guide, x_example: torch.Tensor) -> dict
         "versions": json.dumps({"pyrobnn": _version(), "torch": torch.__version__, "pyro": pyro.__version__}),
         "bnn": {k: v.detach().cpu() for k, v in bnn.state_dict().items()},
         "guide": {k: v.detach().cpu() for k, v in guide.state_dict().items()} if isinstance(guide, nn.Module) else {},
-        "param_store": _param_store_state(guide, bnn, x_example[:1]),
+        "param_store": _param_store_state(guide, bnn, x_example[:2]),
         "priors": tensor_priors(bnn),
     }
     for key in ("bnn", "guide", "param_store"):
@@ -172,7 +172,7 @@ def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: tor
     _check_shapes(ck["bnn"], bnn.state_dict(), "network")
     _check_priors(ck, bnn)
     bnn.load_state_dict(ck["bnn"])
-    x1 = x_example[:1].to(bnn.device)
+    x1 = x_example[:2].to(bnn.device)  # two rows: a BatchNorm without running statistics
     adopt = getattr(guide, "adopt_state", None)  # a guide whose tensors' sizes come from the file (MCMC draws)
     if adopt is not None:
         adopt(ck["guide"])

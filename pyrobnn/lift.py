@@ -7,7 +7,6 @@ so one code path serves every Linear/Conv/normalisation layer the net is made of
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,12 +20,12 @@ from torch.func import functional_call, vmap
 
 from ._types import ArrayLike
 from .data import check_features, check_tokens
-from .errors import Unsupported
 from .likelihoods import Custom, Likelihood, make_likelihood
+from .netcheck import check_final_activation, check_net, unbatchable
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
 from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
-from .transformable import batchable
+from .transformable import batchable, pure_embeddings, stateful_embeddings
 
 #: A likelihood: a :mod:`pyrobnn.likelihoods` instance or a name (``"categorical"``, ``"normal"``).
 LikelihoodSpec = Union[Likelihood, str]
@@ -78,14 +77,9 @@ class BayesianNet(nn.Module):
                  output: str | int | None = None):
         super().__init__()
         self.output = output  # the part of a tuple / dict output that the likelihood scores
-        if not isinstance(net, nn.Module):
-            raise TypeError(f"lift expects an nn.Module; got {type(net).__name__}")
-        if isinstance(net, torch.jit.ScriptModule):
-            raise Unsupported("lift: the net is a TorchScript module (torch.jit.script / trace), whose weights "
-                              "torch.func.functional_call cannot swap for sampled ones; lift the plain nn.Module")
-        _check_one_input(net)
-        _check_no_spectral_norm(net)
+        check_net(net)
         self.net = net
+        self._stateful_embeddings = stateful_embeddings(net)  # max_norm / sparse: run without their in-place effects
         self.likelihood: Likelihood = make_likelihood(likelihood).to(_float_dtype(net))  # noise in the net's dtype
         default = make_prior(Normal() if prior is None else prior)
         self.priors = {k: p for k, p in _resolve_priors(net, default, priors or {}).items() if p is not None}
@@ -187,10 +181,13 @@ class BayesianNet(nn.Module):
 
     def row_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """The net's output per input row as the likelihood sees it, ``(k,)``: ``(1,)`` for a net that returns
-        ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:1]`` in eval mode
-        without changing any state (the unflattened shape is kept in ``out_row_shape``)."""
+        ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:2]`` in eval mode
+        without changing any state (the unflattened shape is kept in ``out_row_shape``). A net ending in a softmax
+        (sigmoid) for a Categorical (Bernoulli) likelihood, which reads logits, is refused here."""
         if self._row_shape is None:
-            row = tuple(self._pick(self._probe(x)).shape[1:]) or (1,)
+            out = self._pick(self._probe(x, grad=True))
+            check_final_activation(out, type(self.likelihood).__name__)
+            row = tuple(out.shape[1:]) or (1,)
             if len(row) > 1 and self.likelihood.kind == "classification" and not isinstance(self.likelihood, Custom):
                 raise ValueError(f"{type(self.likelihood).__name__} scores one label per row, but the net returns "
                                  f"{list(row)} per row; for a label per position (segmentation) use "
@@ -208,13 +205,14 @@ class BayesianNet(nn.Module):
             return torch.as_tensor(y).flatten(1)
         return y
 
-    def _probe(self, x: torch.Tensor) -> Any:
-        """The plain net on ``x[:1]`` in eval mode, without gradients or any change of state."""
+    def _probe(self, x: torch.Tensor, grad: bool = False) -> Any:
+        """The plain net on ``x[:2]`` (two rows, for layers that normalise by batch statistics even in eval mode)
+        in eval mode without any change of state; with ``grad`` the output keeps its last op (``grad_fn``)."""
         was = self.net.training
         try:
-            with torch.no_grad(), self.frozen_buffers():
+            with torch.set_grad_enabled(grad), self.frozen_buffers():
                 self.net.eval()
-                row = x[:1].to(self.device)
+                row = x[:2].to(self.device)
                 return self.net(row.to(self.dtype) if row.is_floating_point() else row)
         finally:
             self.net.train(was)
@@ -273,10 +271,13 @@ class BayesianNet(nn.Module):
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:
             call = _traced_call if torch.jit.is_tracing() else functional_call
-            return self.scored(call(self.net, weights, (x,)))
+            if not self._stateful_embeddings:
+                return self.scored(call(self.net, weights, (x,)))
+            with pure_embeddings(self._stateful_embeddings):
+                return self.scored(call(self.net, weights, (x,)))
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}
         norms = training_batch_norms(self.net)
-        with batchable(self.net), per_draw_statistics(norms) as record:
+        with pure_embeddings(self._stateful_embeddings), batchable(self.net), per_draw_statistics(norms) as record:
             def run(p):
                 record.calls.clear()
                 record.stats.clear()
@@ -285,7 +286,7 @@ class BayesianNet(nn.Module):
             try:
                 out, stats = vmap(run, randomness="different")(flat)
             except RuntimeError as e:
-                raise _unbatchable(e) from e
+                raise unbatchable(e) from e
         update_running(record.calls, stats)
         return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
 
@@ -415,26 +416,6 @@ def _with_row_axis(out: torch.Tensor, n_lead: int) -> torch.Tensor:
     return out.unsqueeze(-1) if per_row == 0 else out.flatten(n_lead + 1) if per_row > 1 else out
 
 
-ONE_DRAW_AT_A_TIME = "fit(num_particles=1), predict(strategy='loop'), Predictive(parallel=False)"
-
-
-def _unbatchable(e: RuntimeError) -> Exception:
-    """vmap's refusals, said in one line with the routes that run one weight draw at a time; other errors as they
-    are."""
-    text = str(e)
-    if text.startswith("Batching rule not implemented for "):
-        why = f"torch has no vmap rule for {text.split()[5].rstrip('.')}, which the net calls"
-    elif "data-dependent control flow" in text:
-        why = "the net's forward branches on a tensor's value (a Python if, or .item()): write it with torch.where"
-    elif "must override the setup_context staticmethod" in text:
-        why = ("the net calls a torch.autograd.Function without setup_context: give it one and "
-               "generate_vmap_rule = True (torch's 'Extending torch.func with autograd.Function')")
-    else:
-        return e
-    return Unsupported(f"{why}; vmap cannot batch weight draws through it, so run one draw at a time: "
-                       f"{ONE_DRAW_AT_A_TIME}")
-
-
 def _tensor(out: Any) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         hint = " (pass lift(output=...) with the key or index of the part the likelihood scores)" \
@@ -456,32 +437,6 @@ def _first_layer(net: nn.Module) -> nn.Module | None:
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, *_EMBEDDINGS)):
             return m
     return None
-
-
-def _check_one_input(net: nn.Module) -> None:
-    """pyrobnn runs a net on one tensor: a forward with several required inputs is refused in one line."""
-    try:
-        params = inspect.signature(net.forward).parameters.values()
-    except (TypeError, ValueError):  # a builtin or scripted forward: nothing to read
-        return
-    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
-                                                                              p.POSITIONAL_OR_KEYWORD)]
-    if len(required) > 1:
-        raise TypeError(f"lift: {type(net).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); "
-                        f"pyrobnn runs a net on one tensor X [rows, ...]: concatenate the inputs into X and lift a "
-                        f"wrapper whose forward(x) splits it, e.g. return net(x[:, :4], x[:, 4].long())")
-
-
-def _check_no_spectral_norm(net: nn.Module) -> None:
-    """spectral_norm (either API) refreshes its singular-vector estimate in place on every training call: one
-    estimate cannot serve a batch of weight draws (vmap refuses the in-place update), so it is refused by name."""
-    for name, m in net.named_modules():
-        hooked = any(type(h).__name__ == "SpectralNorm" for h in m._forward_pre_hooks.values())
-        plugged = [type(p).__name__ for ps in getattr(m, "parametrizations", {}).values() for p in ps]
-        if hooked or "_SpectralNorm" in plugged:
-            raise Unsupported(f"lift: module {name or type(net).__name__!r} uses spectral_norm, whose power iteration "
-                              f"updates one singular-vector estimate in place, which a batch of weight draws "
-                              f"cannot share; remove it (the weights' prior already bounds their scale)")
 
 
 def lift(net: nn.Module, prior: PriorSpec = None, likelihood: LikelihoodSpec = "categorical",

@@ -52,8 +52,8 @@ def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str,
 
 
 def _floats_per_row(bnn: BayesianNet, x: torch.Tensor) -> int:
-    """Activation floats one input needs in one forward pass (measured with hooks on one row, in eval
-    mode: a BatchNorm in train mode cannot take one row; no state changes)."""
+    """Activation floats one input needs in one forward pass (measured with hooks on two rows, in eval
+    mode: a BatchNorm in train mode, or one without running statistics, cannot take one row; no state changes)."""
     total = [0]
 
     def hook(_m, _i, out):
@@ -67,12 +67,12 @@ def _floats_per_row(bnn: BayesianNet, x: torch.Tensor) -> int:
     try:
         with torch.no_grad(), bnn.frozen_buffers():
             bnn.net.eval()
-            bnn.net(x[:1])
+            bnn.net(x[:2])
     finally:
         bnn.net.train(was)
         for h in handles:
             h.remove()
-    return max(total[0], 1)
+    return max(total[0] // len(x[:2]), 1)
 
 
 def auto_chunk(bnn: BayesianNet, x: torch.Tensor, floats_per_row: int | None = None) -> int:

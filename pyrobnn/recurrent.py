@@ -51,9 +51,10 @@ def _rnn_cell(gx, h, w_hh, b_hh, nonlinearity):
     return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
-def _run_direction(m, x, layer, suffix, h, c, reverse):
+def _run_direction(m, x, layer, suffix, h, c, reverse, mask=None):
     """One layer, one direction over time-major ``x`` [T, B, F]; returns outputs [T, B, H] and the
-    final state."""
+    final state. Where ``mask`` [T, B, 1] is False (past a packed sequence's end) the state is held: the
+    forward direction ends on each row's last real step, the reverse one starts there."""
     def get(name: str) -> torch.Tensor | None:  # absent for bias=False / no projection
         return getattr(m, f"{name}_l{layer}{suffix}", None)
 
@@ -62,20 +63,73 @@ def _run_direction(m, x, layer, suffix, h, c, reverse):
     gx = F.linear(x, w_ih, b_ih)  # the input projection of every step at once
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outs: list[torch.Tensor] = [x] * x.shape[0]  # placeholders, each overwritten below
-    if isinstance(m, nn.LSTM):
-        w_hr = get("weight_hr")
-        for t in steps:
-            h, c = _lstm_cell(gx[t], h, c, w_hh, b_hh, w_hr)
-            outs[t] = h
-    elif isinstance(m, nn.GRU):
-        for t in steps:
-            h = _gru_cell(gx[t], h, w_hh, b_hh)
-            outs[t] = h
-    else:
-        for t in steps:
-            h = _rnn_cell(gx[t], h, w_hh, b_hh, m.nonlinearity)
-            outs[t] = h
+    w_hr = get("weight_hr")
+    for t in steps:
+        if isinstance(m, nn.LSTM):
+            h_t, c_t = _lstm_cell(gx[t], h, c, w_hh, b_hh, w_hr)
+            c = c_t if mask is None else torch.where(mask[t], c_t, c)
+        elif isinstance(m, nn.GRU):
+            h_t = _gru_cell(gx[t], h, w_hh, b_hh)
+        else:
+            h_t = _rnn_cell(gx[t], h, w_hh, b_hh, m.nonlinearity)
+        h = outs[t] = h_t if mask is None else torch.where(mask[t], h_t, h)
     return torch.stack(outs), h, c
+
+
+def _pack(padded: torch.Tensor, lengths: torch.Tensor, batch_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What torch's packing kernel returns, ``(data, batch_sizes)``, for rows sorted by decreasing length."""
+    steps = padded.transpose(0, 1) if batch_first else padded
+    sizes = (lengths.cpu()[None, :] > torch.arange(int(lengths.max()))[:, None]).sum(1)
+    return torch.cat([steps[t, :n] for t, n in enumerate(sizes.tolist())]), sizes
+
+
+def _pad(data: torch.Tensor, batch_sizes: torch.Tensor, batch_first: bool, padding_value: float,
+         total_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What torch's unpacking kernel returns, ``(padded, lengths)``, in the pack's sorted order."""
+    sizes = batch_sizes.tolist()
+    steps = [F.pad(step, (0, 0, 0, sizes[0] - len(step)), value=padding_value) for step in data.split(sizes)]
+    steps += [torch.full_like(steps[0], padding_value)] * (total_length - len(steps))
+    padded = torch.stack(steps)
+    lengths = (batch_sizes[None, :] > torch.arange(sizes[0])[:, None]).sum(1)
+    return padded.transpose(0, 1) if batch_first else padded, lengths
+
+
+@contextmanager
+def plain_packing():
+    """Within the block ``pack_padded_sequence`` and ``pad_packed_sequence`` (however imported) run on plain tensor
+    ops, which vmap batches over weight draws; torch's kernels have no vmap rule (their batch sizes would come out
+    batched)."""
+    vf = torch.nn.utils.rnn._VF
+    setattr(vf, "_pack_padded_sequence", _pack)
+    setattr(vf, "_pad_packed_sequence", _pad)
+    try:
+        yield
+    finally:
+        del vf._pack_padded_sequence, vf._pad_packed_sequence
+
+
+def _unpacked(x: PackedSequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """A packed batch as time-major steps [T, B, F] (rows in the pack's sorted order, zeros past each end) and the
+    [T, B, 1] mask of real steps."""
+    sizes = x.batch_sizes.tolist()
+    steps = torch.stack([F.pad(step, (0, 0, 0, sizes[0] - len(step))) for step in x.data.split(sizes)])
+    mask = torch.arange(sizes[0], device=x.data.device) < x.batch_sizes.to(x.data.device)[:, None]
+    return steps, mask.unsqueeze(-1)
+
+
+def _repacked(out: torch.Tensor, like: PackedSequence) -> PackedSequence:
+    """Time-major outputs [T, B, H] packed as ``like`` is."""
+    data = torch.cat([out[t, :n] for t, n in enumerate(like.batch_sizes.tolist())])
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def _reorder(state, order: torch.Tensor | None):
+    """``h`` (or ``(h, c)``) with its batch axis (dim 1) in ``order``, as torch permutes a packed batch's state."""
+    if state is None or order is None:
+        return state
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, order) for s in state)
+    return state.index_select(1, order)
 
 
 def cell_forward(m: nn.LSTMCell | nn.GRUCell | nn.RNNCell, x: torch.Tensor, hx=None):
@@ -100,15 +154,17 @@ def cell_forward(m: nn.LSTMCell | nn.GRUCell | nn.RNNCell, x: torch.Tensor, hx=N
 
 def recurrent_forward(m: nn.LSTM | nn.GRU | nn.RNN, x: torch.Tensor, hx=None):
     """What ``m(x, hx)`` returns (``output, h_n`` for a GRU, ``output, (h_n, c_n)`` for an LSTM),
-    computed from ``m``'s parameters with plain tensor ops."""
-    if isinstance(x, PackedSequence):
-        raise ValueError(f"{type(m).__name__}: packed sequences are not supported in a lifted net; pad the "
-                         "batch and pick each row's last real step (see models/sentiment.py)")
+    computed from ``m``'s parameters with plain tensor ops; a ``PackedSequence`` in gives one out, each row's
+    state ending (or, reversed, starting) on its own last step."""
+    packed, mask = (x, None) if isinstance(x, PackedSequence) else (None, None)
+    if packed is not None:
+        x, mask = _unpacked(packed)
+        hx = _reorder(hx, packed.sorted_indices)
     is_lstm = isinstance(m, nn.LSTM)
     unbatched = x.dim() == 2
     if unbatched:
         x = x.unsqueeze(1)
-    elif m.batch_first:
+    elif m.batch_first and packed is None:
         x = x.transpose(0, 1)
     dirs = 2 if m.bidirectional else 1
     n_states, batch = m.num_layers * dirs, x.shape[1]
@@ -128,7 +184,7 @@ def recurrent_forward(m: nn.LSTM | nn.GRU | nn.RNN, x: torch.Tensor, hx=None):
         for d in range(dirs):
             k = layer * dirs + d
             out, h, c = _run_direction(m, layer_in, layer, "_reverse" if d else "", h0[k],
-                                       c0[k] if c0 is not None else None, reverse=bool(d))
+                                       c0[k] if c0 is not None else None, reverse=bool(d), mask=mask)
             outs.append(out)
             hs.append(h)
             cs.append(c)
@@ -137,6 +193,10 @@ def recurrent_forward(m: nn.LSTM | nn.GRU | nn.RNN, x: torch.Tensor, hx=None):
             layer_in = F.dropout(layer_in, m.dropout, training=True)
     h_n = torch.stack(hs)
     out = layer_in
+    if packed is not None:
+        out = _repacked(out, packed)
+        state = _reorder((h_n, torch.stack(cs)) if is_lstm else h_n, packed.unsorted_indices)
+        return out, state
     if unbatched:
         out, h_n = out.squeeze(1), h_n.squeeze(1)
     elif m.batch_first:

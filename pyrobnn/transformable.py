@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .recurrent import unfused_recurrence
+from .recurrent import plain_packing, unfused_recurrence
 
 
 @contextmanager
@@ -37,11 +37,13 @@ def transformable(net: nn.Module) -> Iterator[None]:
 @contextmanager
 def batchable(net: nn.Module) -> Iterator[None]:
     """Within the block ``net`` runs on ops that ``vmap`` batches over weight draws: LSTM/GRU/RNN and their cells
-    written out, EmbeddingBag as a lookup and a masked reduction, torch's fused attention path (nested tensors from
-    a padding mask, the fused encoder layer) off. What :meth:`pyrobnn.lift.BayesianNet.forward` runs draws under."""
+    written out (packed sequences included), EmbeddingBag as a lookup and a masked reduction, torch's fused
+    attention path (nested tensors from a padding mask, the fused encoder layer) off. What
+    :meth:`pyrobnn.lift.BayesianNet.forward` runs draws under (with :func:`pure_embeddings`, which every route
+    needs)."""
     mha = getattr(torch.backends, "mha", None)
     fastpath = mha.get_fastpath_enabled() if mha is not None else None
-    with unfused_recurrence(net), composite_bags(net):
+    with unfused_recurrence(net), plain_packing(), composite_bags(net):
         if mha is not None:
             mha.set_fastpath_enabled(False)
         try:
@@ -51,12 +53,47 @@ def batchable(net: nn.Module) -> Iterator[None]:
                 mha.set_fastpath_enabled(fastpath)
 
 
+def _renormed(m: nn.Embedding | nn.EmbeddingBag) -> torch.Tensor:
+    """``m``'s weight with every row longer than ``max_norm`` scaled back to it: torch's in-place renorm written
+    as a function of the weight, so that it can be a sampled draw (the rows a call looks up come out the same)."""
+    w = m.weight
+    if m.max_norm is None:
+        return w
+    norms = w.norm(p=m.norm_type, dim=-1, keepdim=True)
+    return w * torch.where(norms > m.max_norm, m.max_norm / (norms + 1e-7), torch.ones_like(norms))
+
+
+def embedding_forward(m: nn.Embedding | nn.EmbeddingBag, ids: torch.Tensor, offsets=None,
+                      per_sample_weights=None) -> torch.Tensor:
+    """What ``m(ids)`` returns, with ``max_norm`` applied to the weight functionally (torch renormalises the weight
+    in place, which breaks autograd on a sampled one) and dense gradients (``sparse=True`` only changes the gradient's
+    layout, which cannot reach a guide through a draw)."""
+    if isinstance(m, nn.EmbeddingBag):
+        return F.embedding_bag(ids, _renormed(m), offsets, None, m.norm_type, m.scale_grad_by_freq, m.mode, False,
+                               per_sample_weights, m.include_last_offset, m.padding_idx)
+    return F.embedding(ids, _renormed(m), m.padding_idx, None, m.norm_type, m.scale_grad_by_freq, False)
+
+
+def stateful_embeddings(net: nn.Module) -> list[nn.Module]:
+    """The ``nn.Embedding`` / ``nn.EmbeddingBag`` modules of ``net`` with ``max_norm`` or ``sparse=True``."""
+    return [m for m in net.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+            and (m.max_norm is not None or m.sparse)]
+
+
+@contextmanager
+def pure_embeddings(modules: list[nn.Module]) -> Iterator[None]:
+    """Within the block each of ``modules`` (from :func:`stateful_embeddings`) runs :func:`embedding_forward`."""
+    with _forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
+                     embedding_forward(_m, ids, offsets, per_sample_weights)) for m in modules]):
+        yield
+
+
 def bag_forward(m: nn.EmbeddingBag, ids: torch.Tensor, offsets=None, per_sample_weights=None) -> torch.Tensor:
-    """What ``m(ids)`` returns for ``[B, L]`` ids (no offsets, no max_norm), from ``F.embedding`` and a masked
+    """What ``m(ids)`` returns for ``[B, L]`` ids (no offsets), from ``F.embedding`` and a masked
     reduction over the L positions (padding ids excluded, an empty bag giving zeros, as torch's kernel does)."""
-    if offsets is not None or ids.dim() != 2 or m.max_norm is not None:
-        return nn.EmbeddingBag.forward(m, ids, offsets, per_sample_weights)
-    vectors = F.embedding(ids, m.weight)
+    if offsets is not None or ids.dim() != 2:
+        return embedding_forward(m, ids, offsets, per_sample_weights)
+    vectors = F.embedding(ids, _renormed(m))
     keep = torch.ones_like(ids, dtype=torch.bool) if m.padding_idx is None else ids != m.padding_idx
     if per_sample_weights is not None:
         vectors = vectors * per_sample_weights.unsqueeze(-1)
@@ -70,12 +107,23 @@ def bag_forward(m: nn.EmbeddingBag, ids: torch.Tensor, offsets=None, per_sample_
 @contextmanager
 def composite_bags(net: nn.Module) -> Iterator[None]:
     """Within the block every ``nn.EmbeddingBag`` inside ``net`` runs :func:`bag_forward`."""
-    bags = [m for m in net.modules() if isinstance(m, nn.EmbeddingBag)]
+    with _forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
+                     bag_forward(_m, ids, offsets, per_sample_weights))
+                    for m in net.modules() if isinstance(m, nn.EmbeddingBag)]):
+        yield
+
+
+@contextmanager
+def _forwards(patches: list[tuple[nn.Module, object]]) -> Iterator[None]:
+    """Within the block each module of ``patches`` runs the forward paired with it; an instance forward set before
+    (another of these blocks, a wrapper) is put back after."""
+    saved = [(m, m.__dict__.get("forward")) for m, _ in patches]
     try:
-        for m in bags:
-            setattr(m, "forward", lambda ids, offsets=None, per_sample_weights=None, _m=m:
-                    bag_forward(_m, ids, offsets, per_sample_weights))
+        for m, forward in patches:
+            setattr(m, "forward", forward)
         yield
     finally:
-        for m in bags:
+        for m, previous in reversed(saved):
             del m.forward
+            if previous is not None:
+                setattr(m, "forward", previous)
