@@ -12,7 +12,7 @@ from torch import nn
 
 import pyrobnn
 from pyrobnn import MeanFieldNormal, auto_normal, checkpoint, predict
-from pyrobnn.conformance import guide_tensors
+from pyrobnn.conformance import check, guide_tensors
 from pyrobnn.guides.egg import egg_guide
 from pyrobnn.guides.normal import normal_guide
 from pyrobnn.models.egg import EggNet
@@ -117,6 +117,86 @@ def test_batchnorm_train_mode_per_draw_statistics_and_one_running_update():
     torch.testing.assert_close(stem_bn.running_var,
                                (1 - m) * var0 + m * acts.var((1, 3, 4), correction=1).mean(0), rtol=1e-4, atol=1e-6)
     assert int(stem_bn.num_batches_tracked) == 1
+
+
+def _instance_norm_net():
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+
+def test_instance_norm_with_running_statistics_under_batched_draws_takes_the_mean_of_the_draws_updates():
+    """Failed before with "Batch norm got a batched tensor as input while the running_mean ... were not batched"."""
+    torch.manual_seed(0)
+    net = _instance_norm_net()
+    bnn = pyrobnn.lift(net)
+    draws = {k: v.detach() * torch.tensor([1.0, 1.5, 0.5]).view(3, *[1] * v.dim()) for k, v in net.named_parameters()}
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    out = bnn.forward(IMAGES, draws)
+    refs = []
+    for d in range(3):  # torch's kernel, one draw at a time: the same output and one update each
+        ref = _instance_norm_net()
+        ref.load_state_dict({**start, **{k: v[d] for k, v in draws.items()}})
+        torch.testing.assert_close(out[d], ref(IMAGES), rtol=1e-4, atol=1e-5)
+        refs.append(ref[1])
+    norm = net[1]
+    torch.testing.assert_close(norm.running_mean, torch.stack([r.running_mean for r in refs]).mean(0))
+    torch.testing.assert_close(norm.running_var, torch.stack([r.running_var for r in refs]).mean(0))
+    assert torch.equal(norm.num_batches_tracked, refs[0].num_batches_tracked)  # which instance_norm leaves alone
+    x, y = IMAGES, (IMAGES[:, 0, :4].mean((1, 2)) > 0).long()
+    for route in ("fit-particles", "svi"):
+        pyro.clear_param_store()
+        cell = check(pyrobnn.lift(_instance_norm_net()), MeanFieldNormal, route, x, y)
+        assert cell.status == "pass", (route, cell.detail)
+
+
+@pytest.mark.parametrize("options", [{"max_norm": 1.0}, {"sparse": True}, {"max_norm": 0.5, "padding_idx": 0}])
+def test_an_embedding_with_max_norm_or_sparse_gradients_trains_on_every_route(options):
+    """max_norm renormalises the weight in place (autograd refused it on a sampled one: "Output 0 of View is a view
+    and its base ... has been modified inplace", or a plain SVI loop whose loss rose); sparse=True failed with
+    "reshape is not implemented for sparse tensors". Outputs equal torch's."""
+    def make():
+        torch.manual_seed(2)
+        return nn.Sequential(nn.Embedding(20, 8, **options), nn.Flatten(), nn.Linear(8 * 5, 2))
+
+    tokens = torch.randint(1, 20, (40, 5))
+    y = (tokens < 8).sum(1).gt(2).long()
+    bnn = pyrobnn.lift(make())
+    w = {k: v.detach() * 3 for k, v in bnn.net.named_parameters()}  # rows far longer than max_norm
+    ref = make()
+    ref.load_state_dict(w)
+    with torch.no_grad():
+        torch.testing.assert_close(bnn.forward(tokens, w), ref(tokens))
+        torch.testing.assert_close(bnn.forward(tokens, {k: v.expand(2, *v.shape) for k, v in w.items()})[1],
+                                   ref(tokens))
+    for route in ("fit", "fit-particles", "svi"):
+        pyro.clear_param_store()
+        cell = check(pyrobnn.lift(make()), MeanFieldNormal, route, tokens, y)
+        assert cell.status == "pass", (route, cell.detail)
+
+
+def test_batchnorm_without_running_statistics_trains_predicts_and_checkpoints(tmp_path):
+    """It normalises by the batch even in eval mode, so it cannot take one row: the shape probe, the activation
+    count of predict and checkpoints once ran the net on one ("Expected more than 1 value per channel")."""
+    def make():
+        return nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16, track_running_stats=False), nn.ReLU(),
+                             nn.Linear(16, 3))
+
+    for route in ("fit-particles", "svi"):
+        pyro.clear_param_store()
+        cell = check(pyrobnn.lift(make()), MeanFieldNormal, route, X, Y)
+        assert cell.status == "pass", (route, cell.detail)
+    bnn = pyrobnn.lift(make())
+    guide = auto_normal(bnn)
+    pyro.clear_param_store()
+    history = pyrobnn.fit(bnn, guide, (X, Y), epochs=30, lr=0.02, progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    path = checkpoint.save_posterior(tmp_path / "bn.pt", bnn, guide, X)
+    pp = predict(bnn, guide, X, num_samples=20, seed=0)
+    assert float((pp.predicted_class() == Y).float().mean()) > 0.6
+    pyro.clear_param_store()
+    fresh = auto_normal(bnn)
+    checkpoint.load_posterior(path, bnn, fresh, X)
+    torch.testing.assert_close(predict(bnn, fresh, X, num_samples=20, seed=0).probs, pp.probs)
 
 
 def test_predict_is_eval_mode_by_default_changes_nothing_and_offers_mc_dropout():

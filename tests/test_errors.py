@@ -126,6 +126,18 @@ CASES = [
      "the guide was built for another net (sites differ: "),
     ("predict one row as 1-D", lambda: predict(bnn(), MeanFieldNormal(bnn()), X[0], num_samples=2),
      "X must be 2-D [rows, features]; got 1-D shape (2,) (reshape(1, -1) for one row)"),
+    ("a lazy module", lambda: pyrobnn.lift(nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 3))),
+     "lift: '0.weight' is a lazy module's parameter, not yet initialised, so its prior has no shape; run the net "
+     "once on a batch (net(x[:2])) before lift"),
+    ("a DataParallel wrapper", lambda: pyrobnn.lift(nn.DataParallel(nn.Linear(2, 3))),
+     "lift: DataParallel replicates the net's own weights on every device, so it cannot run sampled ones; lift "
+     "net.module"),
+    ("a final softmax", lambda: fit(X, Y, net=nn.Sequential(nn.Linear(2, 3), nn.Softmax(-1))),
+     "the net ends in a softmax, so it returns probabilities, but Categorical reads logits (the softmax would be "
+     "applied twice); drop the final softmax (the likelihood applies it) or end in log_softmax"),
+    ("a final sigmoid", lambda: pyrobnn.lift(nn.Sequential(nn.Linear(2, 1), nn.Sigmoid()), likelihood="bernoulli")
+     .check_inputs(X, Y.clamp(max=1)), "the net ends in a sigmoid, so it returns probabilities, but Bernoulli reads "
+     "logits"),
 ]
 
 

@@ -1,4 +1,5 @@
 """The written-out LSTM/GRU/RNN (and cells) equal torch's kernels, and nets that contain them lift with no change."""
+import pyro
 import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
@@ -6,6 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 import pyrobnn
+from pyrobnn.conformance import check
 from pyrobnn.models.zoo import CellLoopRNN
 from pyrobnn.recurrent import cell_forward, recurrent_forward, unfused_recurrence
 
@@ -144,12 +146,63 @@ def test_token_inputs_are_checked():
         bnn.check_inputs(torch.tensor([[1, 2], [3, 30]]))
 
 
-def test_packed_sequences_are_refused_with_a_hint():
-    m = nn.LSTM(2, 3)
+PACKED = [(nn.LSTM, {"batch_first": True}), (nn.LSTM, {"proj_size": 3, "num_layers": 2, "bidirectional": True}),
+          (nn.GRU, {"num_layers": 2, "bidirectional": True, "batch_first": True}), (nn.RNN, {})]
+
+
+@pytest.mark.parametrize("cls,kw", PACKED)
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_packed_sequences_match_torch(cls, kw, enforce_sorted):
+    """Each row's state ends (reversed: starts) on its own last step, as in torch's kernel; the output stays packed."""
+    torch.manual_seed(0)
+    m = cls(4, 5, **kw)
+    lengths = torch.tensor([6, 4, 3, 1]) if enforce_sorted else torch.tensor([3, 6, 1, 4])
+    x = torch.randn(4, 6, 4) if m.batch_first else torch.randn(6, 4, 4)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=m.batch_first, enforce_sorted=enforce_sorted)
+    states = m.num_layers * (2 if m.bidirectional else 1)
+    h0 = torch.randn(states, 4, kw.get("proj_size", 5))
+    for hx in (None, (h0, torch.randn(states, 4, 5)) if cls is nn.LSTM else h0):
+        out, state = recurrent_forward(m, packed, hx)
+        ref_out, ref_state = m(packed, hx)
+        assert torch.equal(out.batch_sizes, ref_out.batch_sizes)
+        torch.testing.assert_close(_flat((out.data, state)), _flat((ref_out.data, ref_state)), atol=1e-5, rtol=0)
+
+
+class PackedText(nn.Module):
+    """Variable-length token rows (0 pads) through pack_padded_sequence, a GRU, and pad_packed_sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6, padding_idx=0)
+        self.gru = nn.GRU(6, 5, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(10 + 10, 2)
+
+    def forward(self, x):
+        lengths = (x != 0).sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(x), lengths, batch_first=True, enforce_sorted=False)
+        seq, h = self.gru(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(seq, batch_first=True, total_length=x.shape[1])
+        return self.out(torch.cat([h.transpose(0, 1).flatten(1), padded.sum(1) / lengths[:, None]], 1))
+
+
+def test_a_net_packing_its_sequences_runs_on_batched_weight_samples_and_trains_on_every_route():
+    torch.manual_seed(1)
+    net = PackedText()
+    bnn = pyrobnn.lift(net)
+    lengths = torch.randint(1, 8, (24,))
+    x = torch.randint(1, 20, (24, 7)) * (torch.arange(7) < lengths[:, None])
+    w = {k: p.detach() + 0.1 * torch.randn(3, *p.shape) for k, p in net.named_parameters()}
+    out = bnn.forward(x, w)
+    for d in range(3):  # torch's own packing and fused kernel, one draw at a time
+        torch.testing.assert_close(out[d], functional_call(net, {k: v[d] for k, v in w.items()}, (x,)),
+                                   atol=1e-5, rtol=0)
+    y = (x[:, 0] > 10).long()
+    for route in ("fit", "fit-particles", "svi"):
+        pyro.clear_param_store()
+        cell = check(pyrobnn.lift(PackedText()), pyrobnn.MeanFieldNormal, route, x, y)
+        assert cell.status == "pass", (route, cell.detail)
     packed = nn.utils.rnn.pack_padded_sequence(torch.randn(4, 2, 2), [4, 2])
-    with unfused_recurrence(m), pytest.raises(ValueError, match="packed sequences"):
-        m(packed)
-    assert m(packed)[0].data.shape[-1] == 3  # the original forward is back after the block
+    assert nn.utils.rnn.pad_packed_sequence(packed)[0].shape == (4, 2, 2)  # torch's kernels are back after the call
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
