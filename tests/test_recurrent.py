@@ -9,7 +9,7 @@ from torch.func import functional_call
 import pyrobnn
 from pyrobnn.conformance import check
 from pyrobnn.models.zoo import CellLoopRNN
-from pyrobnn.recurrent import cell_forward, recurrent_forward, unfused_recurrence
+from pyrobnn.recurrent import cell_forward, recurrent_forward
 
 CONFIGS = [
     (nn.LSTM, {}),
