@@ -21,7 +21,7 @@ from torch.func import functional_call, vmap
 from ._types import ArrayLike
 from .data import check_features, check_tokens
 from .likelihoods import Custom, Likelihood, make_likelihood
-from .netcheck import check_final_activation, check_net, unbatchable
+from .netcheck import check_final_activation, check_net, unbatchable, unreached, warn_unreached
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
 from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
@@ -183,11 +183,10 @@ class BayesianNet(nn.Module):
         """The net's output per input row as the likelihood sees it, ``(k,)``: ``(1,)`` for a net that returns
         ``[N]``, ``(C*H*W,)`` for one that returns ``[N, C, H, W]``; measured once on ``x[:2]`` in eval mode
         without changing any state (the unflattened shape is kept in ``out_row_shape``). A net ending in a softmax
-        (sigmoid) for a Categorical (Bernoulli) likelihood, which reads logits, is refused here."""
+        (sigmoid) for a Categorical (Bernoulli) likelihood, which reads logits, is refused here, and lifted parameters
+        the output does not depend on are named in a warning."""
         if self._row_shape is None:
-            out = self._pick(self._probe(x, grad=True))
-            check_final_activation(out, type(self.likelihood).__name__)
-            row = tuple(out.shape[1:]) or (1,)
+            row = tuple(self._pick(self._probe(x, check=True)).shape[1:]) or (1,)
             if len(row) > 1 and self.likelihood.kind == "classification" and not isinstance(self.likelihood, Custom):
                 raise ValueError(f"{type(self.likelihood).__name__} scores one label per row, but the net returns "
                                  f"{list(row)} per row; for a label per position (segmentation) use "
@@ -205,15 +204,22 @@ class BayesianNet(nn.Module):
             return torch.as_tensor(y).flatten(1)
         return y
 
-    def _probe(self, x: torch.Tensor, grad: bool = False) -> Any:
+    def _probe(self, x: torch.Tensor, check: bool = False) -> Any:
         """The plain net on ``x[:2]`` (two rows, for layers that normalise by batch statistics even in eval mode)
-        in eval mode without any change of state; with ``grad`` the output keeps its last op (``grad_fn``)."""
+        in eval mode without any change of state; with ``check``, the output's last op and its dependence on the
+        lifted parameters are checked (:mod:`pyrobnn.netcheck`)."""
         was = self.net.training
         try:
-            with torch.set_grad_enabled(grad), self.frozen_buffers():
+            with torch.set_grad_enabled(check), self.frozen_buffers():
                 self.net.eval()
                 row = x[:2].to(self.device)
-                return self.net(row.to(self.dtype) if row.is_floating_point() else row)
+                out = self.net(row.to(self.dtype) if row.is_floating_point() else row)
+                if check:  # before the buffers are put back, which autograd would see as in-place changes
+                    scored = self._pick(out)
+                    check_final_activation(scored, type(self.likelihood).__name__)
+                    params = dict(self.net.named_parameters())
+                    warn_unreached(unreached(scored, {k: params[k] for k in self.net_sites}))
+                return out
         finally:
             self.net.train(was)
 
@@ -361,7 +367,19 @@ class BayesianNet(nn.Module):
         if y is not None:
             y = self.likelihood.check(self._flat_targets(y, x), x.shape[0], self.row_shape(x))
             y = y.to(self.dtype) if y.is_floating_point() else y
+            if isinstance(self.likelihood, Custom):  # its event shape is known only from a distribution
+                self._check_custom_event(x, y)
         return x, y
+
+    @torch.no_grad()
+    def _check_custom_event(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """A Custom likelihood's event shape against the targets', from its distribution on the first two rows (a
+        bad batch shape is left to the first step, which names the data's own row count)."""
+        try:
+            d = self.likelihood.distribution(self.scored(self._probe(x)))
+        except ValueError:
+            return
+        self.likelihood.check_event(d, y[:2])
 
     def _float_input_runs(self, x: ArrayLike) -> bool:
         """True when ``x`` holds floats and the net runs on them although its first layer is an Embedding (a

@@ -81,8 +81,21 @@ class Likelihood(nn.Module):
         if y is not None and y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} rows but the inputs have {n}")
         size = n if data_size is None else int(data_size)
+        d = self.distribution(out, latents)
+        if y is not None:
+            self.check_event(d, y)
         with pyro.plate("data", size=size, subsample=torch.arange(n, device=out.device)):
-            return pyro.sample("obs", self.distribution(out, latents), obs=y)
+            return pyro.sample("obs", d, obs=y)
+
+    def check_event(self, d: dist.TorchDistribution, y: torch.Tensor) -> None:
+        """One line when a target row's shape is not the event shape of ``d``, the distribution of a row."""
+        if tuple(y.shape[1:]) != tuple(d.event_shape):
+            raise ValueError(f"{self.name()}: each target row has shape {tuple(y.shape[1:])} but the distribution "
+                             f"is over {tuple(d.event_shape)} per row")
+
+    def name(self) -> str:
+        """How errors name this likelihood."""
+        return f"likelihood {type(self).__name__}"
 
     def config(self) -> dict:
         """JSON-able description (written into run directories and checkpoints)."""
@@ -383,14 +396,18 @@ class Custom(Likelihood):
         d = self.fn(out)
         if not isinstance(d, TorchDistributionMixin):
             what = f"{type(d).__module__}.{type(d).__name__}"
-            raise TypeError(f"custom likelihood {self.label!r} must return a pyro.distributions distribution; "
+            raise TypeError(f"{self.name()} must return a pyro.distributions distribution; "
                             f"got {what}")
         n = out.shape[-2]
         if len(d.batch_shape) == 0 or d.batch_shape[-1] != n:
-            raise ValueError(f"custom likelihood {self.label!r}: the distribution's batch shape "
+            raise ValueError(f"{self.name()}: the distribution's batch shape "
                              f"{tuple(d.batch_shape)} must end in the {n} rows (put per-row dims in the event "
                              f"with .to_event(1))")
         return d
+
+    def name(self) -> str:
+        """How errors name this likelihood."""
+        return f"custom likelihood {self.label!r}"
 
     def config(self) -> dict:
         """JSON-able description (the callable itself is not saved)."""

@@ -2,12 +2,16 @@
 
 :func:`check_net` runs at ``lift``: a TorchScript module, a ``DataParallel`` wrapper, parameters a lazy module has
 not yet initialised, a forward of several inputs, spectral_norm. :func:`check_final_activation` runs on the first
-rows the net sees: a net that ends in a softmax (sigmoid) while the likelihood reads logits. :func:`unbatchable`
+rows the net sees: a net that ends in a softmax (sigmoid) while the likelihood reads logits; there too
+:func:`unreached` finds the lifted parameters the output does not depend on, which get a warning. :func:`unbatchable`
 turns vmap's refusals into one line naming the routes that run one weight draw at a time.
 """
 from __future__ import annotations
 
 import inspect
+import os
+import sys
+import warnings
 
 import torch
 from torch import nn
@@ -75,6 +79,41 @@ def check_final_activation(out: torch.Tensor, likelihood: str) -> None:
         raise ValueError(f"the net ends in a {op}, so it returns probabilities, but {likelihood} reads logits (the "
                          f"{op} would be applied twice); drop the final {op} (the likelihood applies it) or end in "
                          f"{log_op}")
+
+
+def unreached(out: torch.Tensor, params: dict[str, torch.Tensor]) -> list[str]:
+    """Names of ``params`` the net's output ``out`` (made with grad on) does not depend on through autograd: a layer
+    the forward never calls, or one it runs under ``torch.no_grad()``. Training would leave their posterior at the
+    prior, the KL term being the only gradient they get."""
+    wanted = {n: p for n, p in params.items() if p.requires_grad}
+    if not wanted:
+        return []
+    if not out.requires_grad:
+        return list(wanted)
+    grads = torch.autograd.grad(out.sum(), list(wanted.values()), allow_unused=True)
+    return [n for n, g in zip(wanted, grads) if g is None]
+
+
+def warn_unreached(names: list[str]) -> None:
+    """One warning line naming the parameters the output does not reach (see :func:`unreached`)."""
+    if names:
+        module = names[0].rpartition(".")[0] or names[0]
+        shown = ", ".join(repr(n) for n in names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        warnings.warn(f"pyrobnn: the net's output does not depend on {shown} (a layer the forward does not call, or "
+                      f"one it runs under torch.no_grad()), so training leaves them at their prior; keep them "
+                      f"fixed with priors={{{module!r}: None}} or requires_grad_(False)", UserWarning,
+                      stacklevel=_outside_pyrobnn())
+
+
+def _outside_pyrobnn() -> int:
+    """The ``stacklevel`` of the first caller outside pyrobnn, so that a warning names the user's line."""
+    level, frame = 2, sys._getframe(2)  # 1 is the function that warns, 2 its caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def unbatchable(e: RuntimeError) -> Exception:

@@ -2,6 +2,8 @@
 Pyro's own SVI loop, BatchNorm/Dropout under vectorised draws, and predict's net mode."""
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import pytest
 import torch
@@ -197,6 +199,39 @@ def test_batchnorm_without_running_statistics_trains_predicts_and_checkpoints(tm
     fresh = auto_normal(bnn)
     checkpoint.load_posterior(path, bnn, fresh, X)
     torch.testing.assert_close(predict(bnn, fresh, X, num_samples=20, seed=0).probs, pp.probs)
+
+
+class NoGradBody(nn.Module):
+    """A feature layer run under torch.no_grad(), an auxiliary head the forward never calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.aux, self.head = nn.Linear(2, 8), nn.Linear(8, 4), nn.Linear(8, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = torch.relu(self.body(x))
+        return self.head(h)
+
+
+def test_parameters_the_output_does_not_depend_on_are_named_in_one_warning_and_can_be_kept_fixed():
+    """Lifted, they trained silently towards the prior (the KL their only gradient), the checker's loss still
+    falling."""
+    bnn = pyrobnn.lift(NoGradBody())
+    with pytest.warns(UserWarning) as caught:
+        pyrobnn.fit(bnn, MeanFieldNormal(bnn), (X, Y), epochs=1, progress=False)
+    mine = [w for w in caught if "does not depend on" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__  # the user's line, not pyrobnn's
+    text = str(mine[0].message)
+    assert "\n" not in text and "'body.weight', 'body.bias', 'aux.weight', 'aux.bias'" in text
+    assert "priors={'body': None}" in text
+    fixed = pyrobnn.lift(NoGradBody(), priors={"body": None, "aux": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed.check_inputs(X, Y)
+    pyro.clear_param_store()
+    cell = check(fixed, MeanFieldNormal, "svi", X, Y)
+    assert cell.status == "pass", cell.detail
 
 
 def test_predict_is_eval_mode_by_default_changes_nothing_and_offers_mc_dropout():

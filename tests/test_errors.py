@@ -135,6 +135,9 @@ CASES = [
     ("a final softmax", lambda: fit(X, Y, net=nn.Sequential(nn.Linear(2, 3), nn.Softmax(-1))),
      "the net ends in a softmax, so it returns probabilities, but Categorical reads logits (the softmax would be "
      "applied twice); drop the final softmax (the likelihood applies it) or end in log_softmax"),
+    ("custom event shape", lambda: _fit_with(likelihoods.Custom(lambda out: dist.Normal(out[..., :2], 1.0).to_event(1),
+                                                                name="pair"), torch.zeros(4, 3), width=3),
+     "custom likelihood 'pair': each target row has shape (3,) but the distribution is over (2,) per row"),
     ("a final sigmoid", lambda: pyrobnn.lift(nn.Sequential(nn.Linear(2, 1), nn.Sigmoid()), likelihood="bernoulli")
      .check_inputs(X, Y.clamp(max=1)), "the net ends in a sigmoid, so it returns probabilities, but Bernoulli reads "
      "logits"),
