@@ -223,6 +223,38 @@ class BagOfTokens(nn.Module):
         return self.head(self.bag(tokens))
 
 
+class PackedGRU(nn.Module):
+    """Token rows of different lengths (0 pads the end) through ``pack_padded_sequence`` and a bidirectional GRU."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, n_out: int = 2):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d, padding_idx=0)
+        self.gru = nn.GRU(d, d, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * d, n_out)
+
+    def forward(self, tokens):
+        lengths = (tokens != 0).sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(tokens), lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.head(torch.cat([h[0], h[1]], -1))
+
+
+class RenormConvText(nn.Module):
+    """An Embedding with ``max_norm`` (torch renormalises it in place), a Conv1d over the tokens, and an InstanceNorm1d
+    that keeps running statistics."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, n_out: int = 2):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d, max_norm=1.0)
+        self.conv = nn.Conv1d(d, 8, 3, padding=1)
+        self.norm = nn.InstanceNorm1d(8, affine=True, track_running_stats=True)
+        self.head = nn.Linear(8, n_out)
+
+    def forward(self, tokens):
+        h = torch.relu(self.norm(self.conv(self.emb(tokens).transpose(1, 2))))
+        return self.head(h.mean(-1))
+
+
 @dataclass
 class Case:
     """A net, the likelihood for its output, and a small task."""
@@ -275,6 +307,13 @@ def _tokens(g, vocab=20, length=6):
     return x, (x < vocab // 2).sum(1).gt(length // 2).long()
 
 
+def _ragged_tokens(g, vocab=20, length=6):
+    """Rows of 2 to ``length`` tokens in [1, vocab), 0 after; the label: are most of a row's tokens small?"""
+    lengths = torch.randint(2, length + 1, (N,), generator=g)
+    x = torch.randint(1, vocab, (N, length), generator=g) * (torch.arange(length) < lengths[:, None])
+    return x, ((x > 0) & (x < vocab // 2)).sum(1).mul(2).gt(lengths).long()
+
+
 def _next_token(g, vocab=12, length=5):
     x = torch.randint(0, vocab, (N, length), generator=g)
     return x, x[:, 0]
@@ -324,4 +363,6 @@ CASES = [
     Case("LSTMCell loop + RNN", CellLoopRNN, lambda: likelihoods.Categorical(), _series_classes),
     Case("EmbeddingBag", BagOfTokens, lambda: likelihoods.Categorical(), _tokens),
     Case("float64 MLP + Dropout", lambda: DropoutMLP().double(), lambda: likelihoods.Categorical(), _features),
+    Case("packed sequences + GRU", PackedGRU, lambda: likelihoods.Categorical(), _ragged_tokens),
+    Case("Embedding(max_norm) + InstanceNorm1d", RenormConvText, lambda: likelihoods.Categorical(), _tokens),
 ]

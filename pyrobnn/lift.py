@@ -21,7 +21,15 @@ from torch.func import functional_call, vmap
 from ._types import ArrayLike
 from .data import check_features, check_tokens
 from .likelihoods import Custom, Likelihood, make_likelihood
-from .netcheck import check_final_activation, check_net, unbatchable, unreached, warn_unreached
+from .netcheck import (
+    check_final_activation,
+    check_net,
+    replaying,
+    unbatchable,
+    unreached,
+    warn_no_targets,
+    warn_unreached,
+)
 from .normalization import per_draw_statistics, training_batch_norms, update_running
 from .paramstore import expose
 from .priors import LearnedNormal, Normal, Prior, PriorSpec, TensorNormal, make_prior
@@ -80,6 +88,7 @@ class BayesianNet(nn.Module):
         check_net(net)
         self.net = net
         self._stateful_embeddings = stateful_embeddings(net)  # max_norm / sparse: run without their in-place effects
+        self._warned_no_targets = False
         self.likelihood: Likelihood = make_likelihood(likelihood).to(_float_dtype(net))  # noise in the net's dtype
         default = make_prior(Normal() if prior is None else prior)
         self.priors = {k: p for k, p in _resolve_priors(net, default, priors or {}).items() if p is not None}
@@ -319,6 +328,8 @@ class BayesianNet(nn.Module):
         Labels/targets are checked (and converted, e.g. integer labels to floats for Bernoulli), so a
         plain ``pyro.infer.SVI`` loop gets the same one-line errors as :func:`pyrobnn.fit`."""
         expose("bnn", self.named_point_parameters())
+        if isinstance(x, np.ndarray):  # as fit and predict take it
+            x = torch.as_tensor(x, device=self.device)
         latents = self.sample_weights()
         out = self.forward(x, latents)
         k = self.net_sites[0]
@@ -330,6 +341,9 @@ class BayesianNet(nn.Module):
             latents = {n: v.squeeze(lead - 1) for n, v in latents.items() if n not in self.net_sites}
         if y is not None:
             y = self.likelihood.check(self._flat_targets(y, x), out.shape[-2], tuple(out.shape[-1:]))
+        elif not self._warned_no_targets and replaying():
+            self._warned_no_targets = True
+            warn_no_targets()
         try:
             return self.likelihood(out, y, data_size, latents)
         except ValueError:  # Pyro's argument validation; is it the net's output that is bad?

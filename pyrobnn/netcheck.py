@@ -3,7 +3,8 @@
 :func:`check_net` runs at ``lift``: a TorchScript module, a ``DataParallel`` wrapper, parameters a lazy module has
 not yet initialised, a forward of several inputs, spectral_norm. :func:`check_final_activation` runs on the first
 rows the net sees: a net that ends in a softmax (sigmoid) while the likelihood reads logits; there too
-:func:`unreached` finds the lifted parameters the output does not depend on, which get a warning. :func:`unbatchable`
+:func:`unreached` finds the lifted parameters the output does not depend on, which get a warning, as does a model
+that an ELBO runs without targets (:func:`replaying`). :func:`unbatchable`
 turns vmap's refusals into one line naming the routes that run one weight draw at a time.
 """
 from __future__ import annotations
@@ -13,7 +14,10 @@ import os
 import sys
 import warnings
 
+import pyro
 import torch
+from pyro.poutine.replay_messenger import ReplayMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
 from .errors import Unsupported
@@ -105,15 +109,29 @@ def warn_unreached(names: list[str]) -> None:
                       stacklevel=_outside_pyrobnn())
 
 
+def replaying() -> bool:
+    """True inside an ELBO's evaluation of the model: the model replayed against a guide's trace (Pyro's
+    ``Predictive`` conditions on the guide's draws instead)."""
+    return any(isinstance(m, ReplayMessenger) for m in _PYRO_STACK)
+
+
+def warn_no_targets() -> None:
+    """The model was run by an ELBO without targets: nothing is observed, so an SVI loop fits the prior."""
+    warnings.warn("pyrobnn: the model was run by an ELBO with no targets (svi.step(x) without y?): nothing is "
+                  "observed, so training fits the prior only; pass them, svi.step(x, y)", UserWarning,
+                  stacklevel=_outside_pyrobnn())
+
+
 def _outside_pyrobnn() -> int:
-    """The ``stacklevel`` of the first caller outside pyrobnn, so that a warning names the user's line."""
+    """The ``stacklevel`` of the first caller outside pyrobnn, Pyro and torch, so that a warning names the user's
+    line (an ``svi.step``, a ``fit``)."""
     level, frame = 2, sys._getframe(2)  # 1 is the function that warns, 2 its caller
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
         level, frame = level + 1, frame.f_back
     return level
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_LIBRARIES = tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (sys.modules[__package__], pyro, torch))
 
 
 def unbatchable(e: RuntimeError) -> Exception:

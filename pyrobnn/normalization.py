@@ -41,7 +41,7 @@ def _statistics(m: _NormBase, x: torch.Tensor) -> list[torch.Tensor]:
     if isinstance(m, _BatchNorm):
         dims = [0, *range(2, x.dim())]
         return [x.mean(dims), x.var(dims, correction=1)]
-    if x.dim() == m._get_no_batch_dim():
+    if isinstance(m, _InstanceNorm) and x.dim() == m._get_no_batch_dim():  # one unbatched row
         x = x.unsqueeze(0)
     dims = list(range(2, x.dim()))
     return [x.mean(dims).mean(0), x.var(dims, correction=1).mean(0)]

@@ -24,10 +24,11 @@ X = torch.randn(60, 2)
 Y = (X[:, 0] > 0).long() + (X[:, 1] > 1).long()
 
 
-def _svi_trains(bnn, guide, optim, elbo, steps=40):
+def _svi_trains(bnn, guide, optim, elbo, steps=40, x=X):
+    guide = MeanFieldNormal(bnn) if guide is None else guide
     before = {n: t.detach().clone() for n, t in guide_tensors(bnn, guide, X).items()}
     svi = SVI(bnn.model, guide, optim, elbo)
-    losses = [svi.step(X, Y) for _ in range(steps)]
+    losses = [svi.step(x, Y) for _ in range(steps)]
     now = guide_tensors(bnn, guide, X)
     assert before and all(not torch.equal(t, now[n].detach()) for n, t in before.items()), "a guide tensor stayed put"
     assert sum(losses[-5:]) < sum(losses[:5])
@@ -232,6 +233,26 @@ def test_parameters_the_output_does_not_depend_on_are_named_in_one_warning_and_c
     pyro.clear_param_store()
     cell = check(fixed, MeanFieldNormal, "svi", X, Y)
     assert cell.status == "pass", cell.detail
+
+
+def test_an_svi_step_without_targets_is_named_in_one_warning_and_numpy_inputs_train():
+    """svi.step(x) forgot y: every step fitted the prior without a word. Inputs as numpy arrays crashed inside torch
+    ("linear(): argument 'input' must be Tensor")."""
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3)))
+    svi = SVI(bnn.model, MeanFieldNormal(bnn), Adam({"lr": 0.02}), Trace_ELBO())
+    with pytest.warns(UserWarning, match=r"^pyrobnn: the model was run by an ELBO with no targets") as caught:
+        svi.step(X)
+        svi.step(X)
+    assert len([w for w in caught if "no targets" in str(w.message)]) == 1  # once per net
+    assert caught[0].filename == __file__
+    guide = auto_normal(bnn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither Pyro's Predictive nor a prior trace is an ELBO
+        pyro.infer.Predictive(bnn.model, guide=guide, num_samples=3)(X)
+        poutine.trace(bnn.model).get_trace(X)
+    pyro.clear_param_store()
+    _svi_trains(pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))), None, Adam({"lr": 0.02}),
+                Trace_ELBO(), x=X.numpy())
 
 
 def test_predict_is_eval_mode_by_default_changes_nothing_and_offers_mc_dropout():
