@@ -71,8 +71,8 @@ def check_features(x: ArrayLike, n_features: int | None = None, name: str = "X",
     return x
 
 
-def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor:
-    """An integer tensor of token ids in [0, vocab_size) with at least one row."""
+def check_tokens(x: ArrayLike, vocab_size: int | None, name: str = "X") -> torch.Tensor:
+    """An integer tensor of token ids in [0, vocab_size) (any integers for ``None``) with at least one row."""
     _one_input(x, name)
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.array(x))
@@ -81,6 +81,8 @@ def check_tokens(x: ArrayLike, vocab_size: int, name: str = "X") -> torch.Tensor
         raise ValueError(f"{name} must hold integer token ids for the net's Embedding; got dtype {x.dtype}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} must be [rows, ...] token ids with at least one row; got shape {tuple(x.shape)}")
+    if vocab_size is None:
+        return x.long()
     bad = (x < 0) | (x >= vocab_size)
     if bad.any():
         row = _first_bad(bad)

@@ -89,6 +89,7 @@ class BayesianNet(nn.Module):
         self.net = net
         self._stateful_embeddings = stateful_embeddings(net)  # max_norm / sparse: run without their in-place effects
         self._warned_no_targets = False
+        self._integer_input: bool | None = None  # X of integers the net indexes with (decided on the first X)
         self.likelihood: Likelihood = make_likelihood(likelihood).to(_float_dtype(net))  # noise in the net's dtype
         default = make_prior(Normal() if prior is None else prior)
         self.priors = {k: p for k, p in _resolve_priors(net, default, priors or {}).items() if p is not None}
@@ -369,7 +370,7 @@ class BayesianNet(nn.Module):
         Raises a one-line ValueError naming ``name`` on bad input."""
         if self.vocab_size is not None and self._float_input_runs(x):  # an Embedding fed from float columns
             self.vocab_size = None
-        if self.vocab_size is not None:
+        if self.vocab_size is not None or self._takes_integers(x):
             x = check_tokens(x, self.vocab_size, name)
         else:
             x = check_features(x, None if self._features_guessed else self.n_features, name, guess=self.n_features)
@@ -395,17 +396,28 @@ class BayesianNet(nn.Module):
             return
         self.likelihood.check_event(d, y[:2])
 
+    def _takes_integers(self, x: ArrayLike) -> bool:
+        """True when the net indexes with an integer ``x`` (node ids of a graph net, ids into a raw embedding
+        table): it runs on ``x`` as it is but not cast to floats, as features are. Decided once."""
+        if self._integer_input is None and _is_integer(x):
+            t = torch.as_tensor(x)
+            self._integer_input = not self._runs(t.float()) and self._runs(t)
+        return bool(self._integer_input)
+
+    def _runs(self, x: torch.Tensor) -> bool:
+        try:
+            self._probe(x)
+        except Exception:  # noqa: BLE001 - any failure means: not on these inputs
+            return False
+        return True
+
     def _float_input_runs(self, x: ArrayLike) -> bool:
         """True when ``x`` holds floats and the net runs on them although its first layer is an Embedding (a
         wrapper that casts some columns to ids, e.g. one concatenating numeric and categorical inputs)."""
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()) and not \
                 (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
             return False
-        try:
-            self._probe(torch.as_tensor(x))
-        except Exception:  # noqa: BLE001 - the net does not take floats: they are refused as token ids
-            return False
-        return True
+        return self._runs(torch.as_tensor(x))  # if not, the floats are refused as token ids
 
     def _check_guess(self, x: torch.Tensor, name: str) -> None:
         """The feature count was guessed from the first Linear the net registers, which need not be the
@@ -454,6 +466,12 @@ def _tensor(out: Any) -> torch.Tensor:
             if isinstance(out, (tuple, list, dict)) else ""
         raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}{hint}")
     return out
+
+
+def _is_integer(x: ArrayLike) -> bool:
+    if isinstance(x, torch.Tensor):
+        return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+    return isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer)
 
 
 def _float_dtype(net: nn.Module) -> torch.dtype:

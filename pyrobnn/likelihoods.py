@@ -405,6 +405,22 @@ class Custom(Likelihood):
                              f"with .to_event(1))")
         return d
 
+    def mean(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
+        """The distribution's mean (one line if it has none)."""
+        return self._moment(out, "mean")
+
+    def variance(self, out: torch.Tensor, latents: dict | None = None) -> torch.Tensor:
+        """The distribution's variance (one line if it has none)."""
+        return self._moment(out, "variance")
+
+    def _moment(self, out: torch.Tensor, what: str) -> torch.Tensor:
+        d = self.distribution(out)
+        try:
+            return getattr(d, what)
+        except NotImplementedError:
+            raise NotImplementedError(f"{self.name()}: its {type(d).__name__} has no {what}, so the predictive "
+                                      f"summaries built on it cannot be made; log_likelihood still works") from None
+
     def name(self) -> str:
         """How errors name this likelihood."""
         return f"custom likelihood {self.label!r}"

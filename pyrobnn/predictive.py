@@ -188,7 +188,13 @@ class PosteriorPredictive:
     def draws(self) -> torch.Tensor:
         """Posterior predictive samples of y, ``[S, N]`` (sampled once, then fixed)."""
         if self._draws is None:
-            self._draws = self.distribution().sample()
+            d = self.distribution()
+            try:
+                self._draws = d.sample()
+            except NotImplementedError:
+                raise NotImplementedError(
+                    f"the likelihood's {type(d).__name__} has no sample(), so the predictive has no draws of y (nor "
+                    f"intervals from them); outputs and log_likelihood still work, or give it a sample()") from None
         return self._draws
 
     def select(self, rows) -> PosteriorPredictive:

@@ -2,6 +2,7 @@
 Pyro's own SVI loop, BatchNorm/Dropout under vectorised draws, and predict's net mode."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import pyro
@@ -253,6 +254,83 @@ def test_an_svi_step_without_targets_is_named_in_one_warning_and_numpy_inputs_tr
     pyro.clear_param_store()
     _svi_trains(pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))), None, Adam({"lr": 0.02}),
                 Trace_ELBO(), x=X.numpy())
+
+
+class RingGCN(nn.Module):
+    """Node classification on a graph the net holds: X is node ids, which the net indexes its output with."""
+
+    def __init__(self, adj, feat):
+        super().__init__()
+        self.register_buffer("adj", adj)
+        self.register_buffer("feat", feat)
+        self.l1, self.l2 = nn.Linear(feat.shape[1], 8), nn.Linear(8, 2)
+
+    def forward(self, nodes):
+        h = torch.relu(self.adj @ self.l1(self.feat))
+        return (self.adj @ self.l2(h))[nodes[:, 0]]
+
+
+class RawTable(nn.Module):
+    """Token ids looked up in a raw Parameter with F.embedding; the first layer it registers is the Linear after."""
+
+    def __init__(self):
+        super().__init__()
+        self.table, self.out = nn.Parameter(0.3 * torch.randn(12, 8)), nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.out(nn.functional.embedding(ids, self.table).mean(1))
+
+
+def test_integer_inputs_the_net_indexes_with_stay_integers_on_every_route():
+    """Both were cast to floats and checked against the first Linear: "X has 1 features; the net expects 4"."""
+    n = 40
+    ring = torch.eye(n) + torch.roll(torch.eye(n), 1, 0) + torch.roll(torch.eye(n), -1, 0)
+    feat = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    adj = ring / 3
+    nodes, labels = torch.arange(n)[:, None], ((adj @ feat)[:, 0] > 0).long()
+    ids = torch.randint(0, 12, (n, 5), generator=torch.Generator().manual_seed(1))
+    for make, x, y in [(lambda: RingGCN(adj, feat), nodes, labels), (RawTable, ids, (ids < 6).sum(1).gt(2).long())]:
+        for route in ("fit", "fit-particles", "svi"):
+            pyro.clear_param_store()
+            cell = check(pyrobnn.lift(make()), MeanFieldNormal, route, x, y)
+            assert cell.status == "pass", (make, route, cell.detail)
+        assert pyrobnn.lift(make()).check_inputs(x)[0].dtype == torch.long
+    counts = torch.randint(0, 5, (10, 2))  # integer features of a plain MLP are still cast to floats
+    assert pyrobnn.lift(nn.Linear(2, 3)).check_inputs(counts)[0].dtype == torch.float32
+
+
+class RightCensoredWeibull(pyro.distributions.TorchDistribution):
+    """A user's survival likelihood with only a log_prob: y = (time, observed), Weibull shape 1.5."""
+
+    arg_constraints: dict = {}
+    support = pyro.distributions.constraints.real_vector
+
+    def __init__(self, log_scale):
+        self.scale = log_scale.exp()
+        super().__init__(log_scale.shape, torch.Size([2]), validate_args=False)
+
+    def log_prob(self, y):
+        t, observed = y[..., 0].clamp_min(1e-6) / self.scale, y[..., 1]
+        return observed * (math.log(1.5) - self.scale.log() + 0.5 * t.log()) - t ** 1.5
+
+
+def test_a_custom_distribution_with_only_a_log_prob_trains_and_names_what_it_lacks():
+    g = torch.Generator().manual_seed(2)
+    times = torch.distributions.Weibull(torch.exp(0.5 * X[:, 0]), 1.5).sample()
+    censor = 3 * torch.rand(len(X), generator=g)
+    y = torch.stack([torch.minimum(times, censor), (times <= censor).float()], 1)
+    survival = pyrobnn.likelihoods.Custom(lambda out: RightCensoredWeibull(out[..., 0]), name="surv")
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)), likelihood=survival)
+    pyro.clear_param_store()
+    cell = check(bnn, MeanFieldNormal, "svi", X, y)
+    assert cell.detail.startswith("NotImplementedError: the likelihood's RightCensoredWeibull has no sample(), so the "
+                                  "predictive has no draws of y"), cell.detail  # trained: loss fell, all moved
+    guide = MeanFieldNormal(bnn)
+    pyrobnn.fit(bnn, guide, (X, y), epochs=40, lr=0.02, progress=False)
+    pp = predict(bnn, guide, X, num_samples=20)
+    assert torch.isfinite(pp.log_likelihood(y)).all()
+    with pytest.raises(NotImplementedError, match=r"^custom likelihood 'surv': its RightCensoredWeibull has no mean"):
+        pp.mean()
 
 
 def test_predict_is_eval_mode_by_default_changes_nothing_and_offers_mc_dropout():
