@@ -370,12 +370,13 @@ class BayesianNet(nn.Module):
         Raises a one-line ValueError naming ``name`` on bad input."""
         if self.vocab_size is not None and self._float_input_runs(x):  # an Embedding fed from float columns
             self.vocab_size = None
+        raw = x
         if self.vocab_size is not None or self._takes_integers(x):
             x = check_tokens(x, self.vocab_size, name)
         else:
             x = check_features(x, None if self._features_guessed else self.n_features, name, guess=self.n_features)
             if self._features_guessed and x.dim() == 2 and x.shape[1] != self.n_features:
-                self._check_guess(x, name)
+                self._check_guess(x, name, raw)
         if x.is_floating_point():
             x = x.to(self.dtype)
         self.row_shape(x)  # once: a per-pixel output under a one-label likelihood is refused here
@@ -401,15 +402,16 @@ class BayesianNet(nn.Module):
         table): it runs on ``x`` as it is but not cast to floats, as features are. Decided once."""
         if self._integer_input is None and _is_integer(x):
             t = torch.as_tensor(x)
-            self._integer_input = not self._runs(t.float()) and self._runs(t)
+            self._integer_input = self._runs(t.float()) is not None and self._runs(t) is None
         return bool(self._integer_input)
 
-    def _runs(self, x: torch.Tensor) -> bool:
+    def _runs(self, x: torch.Tensor) -> str | None:
+        """None when the net runs on ``x``, else the first line of what it raised."""
         try:
             self._probe(x)
-        except Exception:  # noqa: BLE001 - any failure means: not on these inputs
-            return False
-        return True
+        except Exception as e:  # noqa: BLE001 - any failure means: not on these inputs
+            return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        return None
 
     def _float_input_runs(self, x: ArrayLike) -> bool:
         """True when ``x`` holds floats and the net runs on them although its first layer is an Embedding (a
@@ -417,16 +419,17 @@ class BayesianNet(nn.Module):
         if not (isinstance(x, torch.Tensor) and x.is_floating_point()) and not \
                 (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):
             return False
-        return self._runs(torch.as_tensor(x))  # if not, the floats are refused as token ids
+        return self._runs(torch.as_tensor(x)) is None  # if not, the floats are refused as token ids
 
-    def _check_guess(self, x: torch.Tensor, name: str) -> None:
+    def _check_guess(self, x: torch.Tensor, name: str, raw: ArrayLike) -> None:
         """The feature count was guessed from the first Linear the net registers, which need not be the
         first one its forward calls (raw parameters, layers defined out of order): when ``x`` does not
-        fit the guess but the net runs on it, the guess was wrong and is dropped."""
-        try:
-            self._probe(x)
-        except Exception:
-            raise ValueError(f"{name} has {x.shape[1]} features; the net expects {self.n_features}") from None
+        fit the guess but the net runs on it, the guess was wrong and is dropped. For integer ``raw`` inputs the
+        error also says what the net raised on them as they are (ids out of range, say)."""
+        if self._runs(x) is not None:
+            as_is = self._runs(torch.as_tensor(raw)) if _is_integer(raw) else None
+            hint = f" (on X's integers as they are the net raised {as_is})" if as_is else ""
+            raise ValueError(f"{name} has {x.shape[1]} features; the net expects {self.n_features}{hint}")
         self.n_features, self._features_guessed = None, False
 
 

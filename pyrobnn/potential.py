@@ -5,7 +5,8 @@ sample site of the net laid end to end in one vector ``w`` (``[D]``, or ``[C, D]
 e.g. chains, whose potentials add up). It never goes through Pyro's tracing: the value and its gradient
 are traced once into one graph of tensor operations (``make_fx`` of ``grad_and_value``), which then runs
 without the net's module calls or the re-parametrisation ``functional_call`` does on every call, and, where
-TorchScript can take it, in TorchScript's interpreter. The test suite checks the value and the gradient
+TorchScript can take it, in TorchScript's interpreter (a forward that needs concrete values, such as packed
+sequence lengths, runs call by call instead: ``traced`` is False). The test suite checks the value and the gradient
 against the log joint of Pyro's trace of ``bnn.model``.
 
 The net runs in eval mode (dropout off, BatchNorm on its running statistics), parameters kept
@@ -103,6 +104,7 @@ class Potential:
     def __init__(self, bnn: BayesianNet, x: torch.Tensor, y: torch.Tensor, chains: int | None = None,
                  script: bool = True):
         self.bnn, self.layout, self.chains = bnn, FlatLayout(bnn), chains
+        self.traced = True  # False: the net's forward could not be traced into one graph and runs call by call
         self.x, self.y = x, y
         example = torch.zeros((chains, self.layout.dim) if chains else (self.layout.dim,), device=x.device,
                               dtype=next(iter(bnn.parameters())).dtype)
@@ -125,6 +127,9 @@ class Potential:
         torch.distributions.Distribution.set_default_validate_args(False)  # no value checks inside a trace
         try:
             graph = make_fx(grad_and_value(energy))(example)
+        except Exception:  # noqa: BLE001 - a forward that needs concrete values (packed sequence lengths, .item())
+            self.traced = False
+            return self._eager(energy)
         finally:
             torch.distributions.Distribution.set_default_validate_args(validate)
         if not script:
@@ -133,6 +138,21 @@ class Potential:
             return torch.jit.trace(graph, (example,), check_trace=False)
         except Exception:  # noqa: BLE001 - an op TorchScript cannot take: the traced graph serves
             return graph
+
+    def _eager(self, energy):
+        """``(dU/dw, U)`` by plain autograd, call by call (eval mode, buffers kept), for nets ``make_fx`` cannot
+        trace."""
+        def run(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            was = self.bnn.training
+            try:
+                self.bnn.eval()
+                with self.bnn.frozen_buffers(), torch.enable_grad():
+                    w = w.detach().requires_grad_()
+                    u = energy(w)
+                    return torch.autograd.grad(u, w)[0], u.detach()
+            finally:
+                self.bnn.train(was)
+        return run
 
     def value_and_grad(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(dU/dw, U)`` at ``w`` (no autograd graph is built)."""

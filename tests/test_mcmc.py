@@ -74,6 +74,46 @@ def test_potential_equals_pyros_log_joint_and_gradient(chains):
     assert torch.allclose(g2, grad)
 
 
+class PackedClassifier(nn.Module):
+    """Variable-length rows through pack_padded_sequence: the lengths must be concrete, so make_fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4, padding_idx=0)
+        self.gru, self.out = nn.GRU(4, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, ids):
+        lengths = (ids != 0).sum(1).clamp_min(1).cpu()
+        _, h = self.gru(nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                          enforce_sorted=False))
+        return self.out(h[-1])
+
+
+@pytest.mark.parametrize("chains", [None, 2])
+def test_a_net_make_fx_cannot_trace_gets_the_call_by_call_potential_and_samples(chains):
+    """NUTS on it failed ("trying to get value out of a tracing tensor")."""
+    torch.manual_seed(0)
+    bnn = pyrobnn.lift(PackedClassifier())
+    lengths = torch.randint(1, 6, (12,))
+    x = torch.randint(1, 10, (12, 5)) * (torch.arange(5) < lengths[:, None])
+    y = (x[:, 0] > 4).long()
+    pot = Potential(bnn, x, y, chains=chains)
+    assert not pot.traced
+    layout = FlatLayout(bnn)
+    w = layout.join(bnn.initial_values()) + 0.2 * torch.randn(chains or 1, layout.dim)
+    grad, energy = pot.value_and_grad(w if chains else w[0])
+    wi = w[0].clone().requires_grad_(True)
+    lj = _pyro_log_joint(bnn, layout.split(wi), x, y)
+    (g,) = torch.autograd.grad(lj, wi)
+    torch.testing.assert_close(-(grad[0] if chains else grad), g, rtol=1e-4, atol=1e-4)
+    if chains is None:
+        assert float(energy) == pytest.approx(-float(lj), rel=1e-5)
+        return
+    post = nuts(bnn, (x, y), num_samples=6, warmup_steps=6, num_chains=2, max_tree_depth=3, seed=0, progress=False)
+    pp = pyrobnn.predict(bnn, post, x, num_samples=12)
+    assert pp.outputs.shape == (12, 12, 2) and torch.isfinite(pp.outputs).all()
+
+
 def test_bad_input_is_refused_in_one_line():
     bnn, x, y = _regressor()
     for kwargs, match in [({"num_samples": 0}, "num_samples must be an integer >= 1"),
