@@ -14,6 +14,7 @@ from pyrobnn import MeanFieldNormal, likelihoods, predict, priors
 from pyrobnn.data import check_features, check_labels, read_csv, read_idx
 from pyrobnn.experiments.egg_data import load_egg_csv
 from pyrobnn.models.egg import Standardize
+from tests.test_contract import RawTable
 
 
 def bnn():
@@ -138,6 +139,8 @@ CASES = [
     ("custom event shape", lambda: _fit_with(likelihoods.Custom(lambda out: dist.Normal(out[..., :2], 1.0).to_event(1),
                                                                 name="pair"), torch.zeros(4, 3), width=3),
      "custom likelihood 'pair': each target row has shape (3,) but the distribution is over (2,) per row"),
+    ("ids outside a raw table", lambda: fit(torch.randint(12, 20, (10, 5)), Y.clamp(max=1), net=RawTable()),
+     "X has 5 features; the net expects 8 (on X's integers as they are the net raised IndexError: index out of range"),
     ("a final sigmoid", lambda: pyrobnn.lift(nn.Sequential(nn.Linear(2, 1), nn.Sigmoid()), likelihood="bernoulli")
      .check_inputs(X, Y.clamp(max=1)), "the net ends in a sigmoid, so it returns probabilities, but Bernoulli reads "
      "logits"),
