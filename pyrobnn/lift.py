@@ -331,7 +331,7 @@ class BayesianNet(nn.Module):
         expose("bnn", self.named_point_parameters())
         if isinstance(x, np.ndarray):  # as fit and predict take it
             x = torch.as_tensor(x, device=self.device)
-        latents = self.sample_weights()
+        latents = _aligned_leads(self.sample_weights(), self.shapes)
         out = self.forward(x, latents)
         k = self.net_sites[0]
         lead = latents[k].dim() - len(self.shapes[k])
@@ -468,6 +468,21 @@ def _tensor(out: Any) -> torch.Tensor:
         hint = " (pass lift(output=...) with the key or index of the part the likelihood scores)" \
             if isinstance(out, (tuple, list, dict)) else ""
         raise TypeError(f"the net must return a tensor; it returned {type(out).__name__}{hint}")
+    return out
+
+
+def _aligned_leads(values: dict[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Site values whose leading (sample) dims differ in number only by trailing singletons made alike. Pyro's
+    ``Predictive(parallel=True)`` reshapes each posterior draw to ``[S, 1, *shape]`` only while the site's shape has
+    fewer dims than the model's plates, so a scalar site comes as ``[S, 1]`` beside a matrix's ``[S, *shape]``; taken
+    as they are, the two would broadcast to ``[S, S]``."""
+    leads = {k: v.shape[: v.dim() - len(shapes[k])] for k, v in values.items()}
+    longest = max(leads.values(), key=len, default=torch.Size())
+    out = dict(values)
+    for k, lead in leads.items():
+        extra = longest[len(lead):]
+        if extra and all(d == 1 for d in extra) and tuple(longest[:len(lead)]) == tuple(lead):
+            out[k] = values[k].reshape(*lead, *extra, *shapes[k])
     return out
 
 

@@ -11,10 +11,12 @@ part of this that ``vmap`` over weight draws needs (everything but the attention
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.nn import functional as F
 
@@ -38,12 +40,13 @@ def transformable(net: nn.Module) -> Iterator[None]:
 def batchable(net: nn.Module) -> Iterator[None]:
     """Within the block ``net`` runs on ops that ``vmap`` batches over weight draws: LSTM/GRU/RNN and their cells
     written out (packed sequences included), EmbeddingBag as a lookup and a masked reduction, torch's fused
-    attention path (nested tensors from a padding mask, the fused encoder layer) off. What
-    :meth:`pyrobnn.lift.BayesianNet.forward` runs draws under (with :func:`pure_embeddings`, which every route
-    needs)."""
+    attention path (nested tensors from a padding mask, the fused encoder layer) off, activation checkpoints run
+    plainly (:func:`plain_checkpoints`), ``torch.distributions`` drawing noise out of place
+    (:func:`batched_noise`). What :meth:`pyrobnn.lift.BayesianNet.forward` runs draws under (with
+    :func:`pure_embeddings`, which every route needs)."""
     mha = getattr(torch.backends, "mha", None)
     fastpath = mha.get_fastpath_enabled() if mha is not None else None
-    with unfused_recurrence(net), plain_packing(), composite_bags(net):
+    with unfused_recurrence(net), plain_packing(), composite_bags(net), plain_checkpoints(), batched_noise():
         if mha is not None:
             mha.set_fastpath_enabled(False)
         try:
@@ -51,6 +54,58 @@ def batchable(net: nn.Module) -> Iterator[None]:
         finally:
             if mha is not None:
                 mha.set_fastpath_enabled(fastpath)
+
+
+class _Unchecked:
+    """Stands in for torch's reentrant checkpoint Function: runs the function, keeping its activations."""
+
+    @staticmethod
+    def apply(function, preserve_rng_state, *args):
+        return function(*args)
+
+
+def _unchecked_generator(*args, **kwargs):
+    """Stands in for torch's non-reentrant checkpoint set-up and tear-down (one step each): does nothing."""
+    yield
+
+
+@contextmanager
+def plain_checkpoints() -> Iterator[None]:
+    """Within the block ``torch.utils.checkpoint.checkpoint`` (either form, however imported) runs its function
+    plainly: vmap cannot replay a checkpointed segment in the backward pass (the reentrant form is an old-style
+    autograd.Function, the other recomputes outside vmap). Values and gradients are the same; the segment's
+    activations are kept instead of recomputed."""
+    ck = torch.utils.checkpoint
+    saved = ck.CheckpointFunction, ck._checkpoint_without_reentrant_generator
+    ck.CheckpointFunction, ck._checkpoint_without_reentrant_generator = _Unchecked, _unchecked_generator  # type: ignore
+    try:
+        yield
+    finally:
+        ck.CheckpointFunction, ck._checkpoint_without_reentrant_generator = saved  # type: ignore
+
+
+def _standard_normal(shape, dtype, device) -> torch.Tensor:
+    return torch.randn(shape, dtype=dtype, device=device)
+
+
+_NOISY = ("normal", "studentT", "multivariate_normal", "lowrank_multivariate_normal")  # torch.distributions modules
+
+
+@contextmanager
+def batched_noise() -> Iterator[None]:
+    """Within the block ``torch.distributions`` draws its standard normal noise (``rsample`` of Normal, StudentT,
+    MultivariateNormal ...) with ``torch.randn`` instead of an in-place ``normal_`` on a fresh tensor, which vmap
+    refuses to randomise per draw: a net that samples in its forward (a reparameterised latent) gets noise of its
+    own in each weight draw."""
+    modules = [importlib.import_module(f"torch.distributions.{m}") for m in _NOISY]
+    saved = [m._standard_normal for m in modules]
+    for m in modules:
+        setattr(m, "_standard_normal", _standard_normal)
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, saved):
+            setattr(m, "_standard_normal", f)
 
 
 def _renormed(m: nn.Embedding | nn.EmbeddingBag) -> torch.Tensor:

@@ -470,6 +470,89 @@ def test_an_old_style_autograd_function_is_refused_on_batched_routes_naming_the_
     assert hist.records[-1]["loss"] < hist.records[0]["loss"]
 
 
+class Checkpointed(nn.Module):
+    """A block under activation checkpointing (torch.utils.checkpoint, either form)."""
+
+    def __init__(self, reentrant: bool | None):
+        super().__init__()
+        self.block, self.head, self.reentrant = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 16)), \
+            nn.Linear(16, 3), reentrant
+
+    def forward(self, x):
+        if self.reentrant is None:  # the same net without checkpointing
+            return self.head(torch.tanh(self.block(x)))
+        return self.head(torch.tanh(torch.utils.checkpoint.checkpoint(self.block, x, use_reentrant=self.reentrant)))
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_activation_checkpointing_under_batched_draws_gives_the_plain_nets_values_and_gradients(reentrant):
+    """With vectorised particles the reentrant form was refused as an old-style autograd.Function, the other failed
+    in the backward pass ("Recomputed values ... have different metadata")."""
+    torch.manual_seed(0)
+    net, plain = Checkpointed(reentrant), Checkpointed(None)
+    plain.load_state_dict(net.state_dict())
+    draws = {k: (v.detach() + 0.1 * torch.randn(4, *v.shape)).requires_grad_() for k, v in net.named_parameters()}
+    outs = [pyrobnn.lift(n).forward(X, draws) for n in (net, plain)]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad(o.square().sum(), list(draws.values())) for o in outs]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    pyro.clear_param_store()
+    cell = check(pyrobnn.lift(Checkpointed(reentrant)), MeanFieldNormal, "fit-particles", X, Y)
+    assert cell.status == "pass", cell.detail
+
+
+class ReparamLatent(nn.Module):
+    """A stochastic layer: a latent drawn with torch.distributions' rsample inside the forward (train mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(2, 4), nn.Linear(2, 3)
+
+    def forward(self, x):
+        mu, log_var = self.enc(x).chunk(2, -1)
+        return self.dec(torch.distributions.Normal(mu, (0.5 * log_var).exp()).rsample() if self.training else mu)
+
+
+def test_a_net_that_samples_in_its_forward_draws_its_own_noise_in_each_weight_draw():
+    """vmap refused rsample's in-place normal_ ("Cannot ask for different inplace randomness on an unbatched
+    tensor")."""
+    bnn = pyrobnn.lift(ReparamLatent())
+    same = {k: v.detach().expand(3, *v.shape) for k, v in bnn.net.named_parameters()}  # one weight draw, thrice
+    out = bnn.forward(X, same)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    x = torch.distributions.Normal(torch.zeros(3), 1.0).rsample((5,))  # untouched outside the batched call
+    assert x.shape == (5, 3)
+    for route in ("fit-particles", "svi"):
+        pyro.clear_param_store()
+        cell = check(pyrobnn.lift(ReparamLatent()), MeanFieldNormal, route, X, Y)
+        assert cell.status == "pass", (route, cell.detail)
+
+
+class Tempered(nn.Module):
+    """A learned scalar temperature (a parameter of shape ()) before a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature, self.layer = nn.Parameter(torch.tensor(1.0)), nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.layer(x) / self.temperature.exp()
+
+
+def test_pyros_parallel_predictive_on_a_net_with_a_scalar_parameter():
+    """Pyro reshapes a scalar site's draws to [S, 1] and a matrix's to [S, *shape]: the two broadcast to [S, S]
+    ("shape '[6, 60]' is invalid for input of size 2160")."""
+    bnn = pyrobnn.lift(Tempered())
+    guide = MeanFieldNormal(bnn)
+    bnn.eval()
+    obs = pyro.infer.Predictive(bnn.model, guide=guide, num_samples=6, parallel=True)(X)["obs"]
+    assert obs.shape == (6, len(X))
+    pyro.clear_param_store()
+    cell = check(pyrobnn.lift(Tempered()), pyrobnn.auto_normal, "svi", X, Y)
+    assert cell.status == "pass", cell.detail
+
+
 def test_predict_and_validation_take_dataloaders():
     from torch.utils.data import DataLoader, TensorDataset
     bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
