@@ -287,8 +287,6 @@ class BayesianNet(nn.Module):
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:
             call = _traced_call if torch.jit.is_tracing() else functional_call
-            if not self._stateful_embeddings:
-                return self.scored(call(self.net, weights, (x,)))
             with pure_embeddings(self._stateful_embeddings):
                 return self.scored(call(self.net, weights, (x,)))
         flat = {k: w.expand(*lead, *self.shapes[k]).reshape(-1, *self.shapes[k]) for k, w in weights.items()}

@@ -106,7 +106,7 @@ def warn_unreached(names: list[str]) -> None:
         warnings.warn(f"pyrobnn: the net's output does not depend on {shown} (a layer the forward does not call, or "
                       f"one it runs under torch.no_grad()), so training leaves them at their prior; keep them "
                       f"fixed with priors={{{module!r}: None}} or requires_grad_(False)", UserWarning,
-                      stacklevel=_outside_pyrobnn())
+                      stacklevel=_user_stacklevel())
 
 
 def replaying() -> bool:
@@ -119,10 +119,10 @@ def warn_no_targets() -> None:
     """The model was run by an ELBO without targets: nothing is observed, so an SVI loop fits the prior."""
     warnings.warn("pyrobnn: the model was run by an ELBO with no targets (svi.step(x) without y?): nothing is "
                   "observed, so training fits the prior only; pass them, svi.step(x, y)", UserWarning,
-                  stacklevel=_outside_pyrobnn())
+                  stacklevel=_user_stacklevel())
 
 
-def _outside_pyrobnn() -> int:
+def _user_stacklevel() -> int:
     """The ``stacklevel`` of the first caller outside pyrobnn, Pyro and torch, so that a warning names the user's
     line (an ``svi.step``, a ``fit``)."""
     level, frame = 2, sys._getframe(2)  # 1 is the function that warns, 2 its caller

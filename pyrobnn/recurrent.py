@@ -16,12 +16,14 @@ sequence (Fortunato et al. 2017).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
+
+from .patching import forwards
 
 RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
 CELLS = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
@@ -80,7 +82,12 @@ def _pack(padded: torch.Tensor, lengths: torch.Tensor, batch_first: bool) -> tup
     """What torch's packing kernel returns, ``(data, batch_sizes)``, for rows sorted by decreasing length."""
     steps = padded.transpose(0, 1) if batch_first else padded
     sizes = (lengths.cpu()[None, :] > torch.arange(int(lengths.max()))[:, None]).sum(1)
-    return torch.cat([steps[t, :n] for t, n in enumerate(sizes.tolist())]), sizes
+    return _packed_data(steps, sizes), sizes
+
+
+def _packed_data(steps: torch.Tensor, batch_sizes: torch.Tensor) -> torch.Tensor:
+    """Time-major steps [T, B, ...] as a pack's data: the first ``batch_sizes[t]`` rows of each step."""
+    return torch.cat([steps[t, :n] for t, n in enumerate(batch_sizes.tolist())])
 
 
 def _pad(data: torch.Tensor, batch_sizes: torch.Tensor, batch_first: bool, padding_value: float,
@@ -111,16 +118,15 @@ def plain_packing():
 def _unpacked(x: PackedSequence) -> tuple[torch.Tensor, torch.Tensor]:
     """A packed batch as time-major steps [T, B, F] (rows in the pack's sorted order, zeros past each end) and the
     [T, B, 1] mask of real steps."""
-    sizes = x.batch_sizes.tolist()
-    steps = torch.stack([F.pad(step, (0, 0, 0, sizes[0] - len(step))) for step in x.data.split(sizes)])
-    mask = torch.arange(sizes[0], device=x.data.device) < x.batch_sizes.to(x.data.device)[:, None]
+    steps, _ = _pad(x.data, x.batch_sizes, False, 0.0, len(x.batch_sizes))
+    mask = torch.arange(steps.shape[1], device=x.data.device) < x.batch_sizes.to(x.data.device)[:, None]
     return steps, mask.unsqueeze(-1)
 
 
 def _repacked(out: torch.Tensor, like: PackedSequence) -> PackedSequence:
     """Time-major outputs [T, B, H] packed as ``like`` is."""
-    data = torch.cat([out[t, :n] for t, n in enumerate(like.batch_sizes.tolist())])
-    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+    return PackedSequence(_packed_data(out, like.batch_sizes), like.batch_sizes, like.sorted_indices,
+                          like.unsorted_indices)
 
 
 def _reorder(state, order: torch.Tensor | None):
@@ -207,23 +213,11 @@ def recurrent_forward(m: nn.LSTM | nn.GRU | nn.RNN, x: torch.Tensor, hx=None):
     return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
 
 
-@contextmanager
-def unfused_recurrence(net: nn.Module):
-    """Within the block every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside ``net`` runs :func:`recurrent_forward`,
+def unfused_recurrence(net: nn.Module) -> AbstractContextManager:
+    """A block within which every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside ``net`` runs :func:`recurrent_forward`,
     every cell :func:`cell_forward`."""
-    patched = []
-    try:
-        for m in net.modules():
-            if isinstance(m, RECURRENT + CELLS):
-                run = recurrent_forward if isinstance(m, RECURRENT) else cell_forward
-                patched.append((m, m.__dict__.get("forward")))  # e.g. a CarriedState wrapper
-                setattr(m, "forward", lambda x, hx=None, _m=m, _run=run: _run(_m, x, hx))
-        yield
-    finally:
-        for m, previous in patched:
-            del m.forward
-            if previous is not None:
-                setattr(m, "forward", previous)
+    return forwards([(m, lambda x, hx=None, _m=m, _run=recurrent_forward if isinstance(m, RECURRENT) else cell_forward:
+                      _run(_m, x, hx)) for m in net.modules() if isinstance(m, RECURRENT + CELLS)])
 
 
 class CarriedState:

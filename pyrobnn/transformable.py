@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 from torch.nn import functional as F
 
+from .patching import forwards
 from .recurrent import plain_packing, unfused_recurrence
 
 
@@ -88,7 +89,9 @@ def _standard_normal(shape, dtype, device) -> torch.Tensor:
     return torch.randn(shape, dtype=dtype, device=device)
 
 
-_NOISY = ("normal", "studentT", "multivariate_normal", "lowrank_multivariate_normal")  # torch.distributions modules
+# the torch.distributions modules that draw noise with their own _standard_normal
+_NOISY = [importlib.import_module(f"torch.distributions.{m}") for m in
+          ("normal", "studentT", "multivariate_normal", "lowrank_multivariate_normal")]
 
 
 @contextmanager
@@ -97,14 +100,13 @@ def batched_noise() -> Iterator[None]:
     MultivariateNormal ...) with ``torch.randn`` instead of an in-place ``normal_`` on a fresh tensor, which vmap
     refuses to randomise per draw: a net that samples in its forward (a reparameterised latent) gets noise of its
     own in each weight draw."""
-    modules = [importlib.import_module(f"torch.distributions.{m}") for m in _NOISY]
-    saved = [m._standard_normal for m in modules]
-    for m in modules:
+    saved = [m._standard_normal for m in _NOISY]
+    for m in _NOISY:
         setattr(m, "_standard_normal", _standard_normal)
     try:
         yield
     finally:
-        for m, f in zip(modules, saved):
+        for m, f in zip(_NOISY, saved):
             setattr(m, "_standard_normal", f)
 
 
@@ -135,12 +137,10 @@ def stateful_embeddings(net: nn.Module) -> list[nn.Module]:
             and (m.max_norm is not None or m.sparse)]
 
 
-@contextmanager
-def pure_embeddings(modules: list[nn.Module]) -> Iterator[None]:
-    """Within the block each of ``modules`` (from :func:`stateful_embeddings`) runs :func:`embedding_forward`."""
-    with _forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
-                     embedding_forward(_m, ids, offsets, per_sample_weights)) for m in modules]):
-        yield
+def pure_embeddings(modules: list[nn.Module]) -> AbstractContextManager:
+    """A block within which each of ``modules`` (from :func:`stateful_embeddings`) runs :func:`embedding_forward`."""
+    return forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
+                      embedding_forward(_m, ids, offsets, per_sample_weights)) for m in modules])
 
 
 def bag_forward(m: nn.EmbeddingBag, ids: torch.Tensor, offsets=None, per_sample_weights=None) -> torch.Tensor:
@@ -159,26 +159,8 @@ def bag_forward(m: nn.EmbeddingBag, ids: torch.Tensor, offsets=None, per_sample_
     return total if m.mode == "sum" else total / keep.sum(1, keepdim=True).clamp_min(1)
 
 
-@contextmanager
-def composite_bags(net: nn.Module) -> Iterator[None]:
-    """Within the block every ``nn.EmbeddingBag`` inside ``net`` runs :func:`bag_forward`."""
-    with _forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
-                     bag_forward(_m, ids, offsets, per_sample_weights))
-                    for m in net.modules() if isinstance(m, nn.EmbeddingBag)]):
-        yield
-
-
-@contextmanager
-def _forwards(patches: list[tuple[nn.Module, object]]) -> Iterator[None]:
-    """Within the block each module of ``patches`` runs the forward paired with it; an instance forward set before
-    (another of these blocks, a wrapper) is put back after."""
-    saved = [(m, m.__dict__.get("forward")) for m, _ in patches]
-    try:
-        for m, forward in patches:
-            setattr(m, "forward", forward)
-        yield
-    finally:
-        for m, previous in reversed(saved):
-            del m.forward
-            if previous is not None:
-                setattr(m, "forward", previous)
+def composite_bags(net: nn.Module) -> AbstractContextManager:
+    """A block within which every ``nn.EmbeddingBag`` inside ``net`` runs :func:`bag_forward`."""
+    return forwards([(m, lambda ids, offsets=None, per_sample_weights=None, _m=m:
+                      bag_forward(_m, ids, offsets, per_sample_weights))
+                     for m in net.modules() if isinstance(m, nn.EmbeddingBag)])

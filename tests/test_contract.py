@@ -555,6 +555,7 @@ def test_pyros_parallel_predictive_on_a_net_with_a_scalar_parameter():
 
 def test_predict_and_validation_take_dataloaders():
     from torch.utils.data import DataLoader, TensorDataset
+    pyro.set_rng_seed(0)  # its net and loader order, not whatever the tests before it left in torch's generator
     bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)))
     guide = MeanFieldNormal(bnn)
     pairs = DataLoader(TensorDataset(X, Y), batch_size=25)
