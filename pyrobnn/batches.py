@@ -29,8 +29,12 @@ class Batches:
             if self.size == 0:
                 raise ValueError("data: the DataLoader's dataset is empty")
             return
+        if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+            data = data.tensors
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
-            raise TypeError("data must be an (X, y) pair of tensors or a torch DataLoader")
+            hint = ", e.g. DataLoader(dataset, batch_size=128, shuffle=True)" \
+                if isinstance(data, torch.utils.data.Dataset) else ""
+            raise TypeError(f"data must be an (X, y) pair of tensors or a torch DataLoader{hint}")
         if tbptt:
             x, y = self._sequences(*data)
         else:

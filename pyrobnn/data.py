@@ -93,7 +93,8 @@ def check_tokens(x: ArrayLike, vocab_size: int | None, name: str = "X") -> torch
 
 def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | None = None,
                  name: str = "labels", allowed: str | None = None) -> torch.Tensor:
-    """Integer class labels in [0, num_classes), 1-D, one per row; ``allowed`` words the range in errors."""
+    """Integer class labels in [0, num_classes), 1-D, one per row (booleans are 0 and 1); ``allowed`` words the range
+    in errors."""
     rng = allowed or (f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)")
     if isinstance(y, (pd.Series, pd.DataFrame)):
         y = y.to_numpy()
@@ -121,7 +122,7 @@ def check_labels(y: ArrayLike, num_classes: int | None = None, n_rows: int | Non
             i = _first_bad(bad)
             raise ValueError(f"{name} must be integers in {rng}; got {float(y[i])} at row {i}")
         y = y.long()
-    elif y.dtype == torch.bool or y.is_complex():
+    elif y.is_complex():
         raise ValueError(f"{name} must be integers in {rng}; got dtype {y.dtype}")
     y = y.long()
     bad = y < 0 if num_classes is None else (y < 0) | (y >= num_classes)

@@ -553,6 +553,17 @@ def test_pyros_parallel_predictive_on_a_net_with_a_scalar_parameter():
     assert cell.status == "pass", cell.detail
 
 
+def test_boolean_labels_and_a_tensor_dataset_train():
+    """Both were refused ("labels must be integers in {0, 1}; got dtype torch.bool"; "data must be an (X, y) pair")."""
+    pyro.set_rng_seed(0)
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)), likelihood="bernoulli")
+    guide = MeanFieldNormal(bnn)
+    hist = pyrobnn.fit(bnn, guide, torch.utils.data.TensorDataset(X, X[:, 0] > 0), epochs=30, lr=0.05, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    pp = predict(bnn, guide, X, num_samples=20)
+    assert float((pp.predicted_class() == (X[:, 0] > 0).long()).float().mean()) > 0.8
+
+
 def test_predict_and_validation_take_dataloaders():
     from torch.utils.data import DataLoader, TensorDataset
     pyro.set_rng_seed(0)  # its net and loader order, not whatever the tests before it left in torch's generator

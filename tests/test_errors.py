@@ -11,7 +11,7 @@ from torch import nn
 
 import pyrobnn
 from pyrobnn import MeanFieldNormal, likelihoods, predict, priors
-from pyrobnn.data import check_features, check_labels, read_csv, read_idx
+from pyrobnn.data import check_features, read_csv, read_idx
 from pyrobnn.experiments.egg_data import load_egg_csv
 from pyrobnn.models.egg import Standardize
 from tests.test_contract import RawTable
@@ -78,7 +78,10 @@ CASES = [
     ("guide init scale", lambda: MeanFieldNormal(bnn(), init_scale=0.0), "init_scale must be > 0"),
     ("likelihood classes", lambda: pyrobnn.likelihoods.Categorical(1), "num_classes must be >= 2"),
     ("nothing Bayesian", lambda: pyrobnn.lift(nn.Linear(2, 2), priors={"": None}), "nothing to make Bayesian"),
-    ("labels bool", lambda: check_labels(torch.tensor([True, False]), 2), "got dtype torch.bool"),
+    ("a Dataset, not a DataLoader",
+     lambda: _fit_data(torch.utils.data.Subset(torch.utils.data.TensorDataset(X, Y), [0])),
+     "data must be an (X, y) pair of tensors or a torch DataLoader, e.g. DataLoader(dataset, batch_size=128, "
+     "shuffle=True)"),
     ("NaN target", lambda: _fit_regression(torch.tensor([1.0, math.nan, 0.5, 2.0])),
      "targets contains NaN or inf (first at row 1)"),
     ("2-D targets", lambda: _fit_regression(torch.zeros(4, 2)), "targets must be 1-D [rows] (or [rows, 1])"),
@@ -145,6 +148,11 @@ CASES = [
      .check_inputs(X, Y.clamp(max=1)), "the net ends in a sigmoid, so it returns probabilities, but Bernoulli reads "
      "logits"),
 ]
+
+
+def _fit_data(data):
+    b = bnn()
+    pyrobnn.fit(b, MeanFieldNormal(b), data, epochs=1, progress=False)
 
 
 def _fit_loader(dataset):
