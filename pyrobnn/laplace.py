@@ -175,6 +175,9 @@ class LaplaceGuide(nn.Module):
 
         per_row = vmap(grad(row_log_lik), in_dims=(None, 0, 0))
         total = torch.zeros_like(w)
-        for i in range(0, x.shape[0], chunk):
-            total += per_row(w, x[i:i + chunk], y[i:i + chunk]).pow(2).sum(0)
+        try:
+            for i in range(0, x.shape[0], chunk):
+                total += per_row(w, x[i:i + chunk], y[i:i + chunk]).pow(2).sum(0)
+        except RuntimeError:  # a forward whose shapes depend on each row (packed sequence lengths): row by row
+            total = sum((grad(row_log_lik)(w, x[i], y[i]).pow(2) for i in range(x.shape[0])), torch.zeros_like(w))
         return total
