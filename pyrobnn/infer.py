@@ -76,7 +76,7 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
     was in; validation predicts in eval mode.
 
     data: ``(X, y)`` tensors (minibatched with ``batch_size``), a ``TensorDataset`` of the two, or a DataLoader of
-        (x, y) batches. Labels may be integers or booleans.
+    (x, y) batches. Labels may be integers or booleans.
     loss: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where available) or ``"trace"``
     (Trace_ELBO), or an ELBO instance. ``num_particles`` > 1 draws that many weight samples per
     step, vectorised by default (the multi-sample ELBO). ``val_data`` = (X, y) (or a DataLoader of pairs) is
