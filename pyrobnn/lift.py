@@ -300,7 +300,7 @@ class BayesianNet(nn.Module):
             try:
                 out, stats = vmap(run, randomness="different")(flat)
             except RuntimeError as e:
-                raise unbatchable(e) from e
+                raise unbatchable(e, next(iter(flat.values())).shape[0]) from e
         update_running(record.calls, stats)
         return _with_row_axis(out.reshape(*lead, *out.shape[1:]), len(lead))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 import warnings
 
@@ -134,11 +135,16 @@ def _user_stacklevel() -> int:
 _LIBRARIES = tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (sys.modules[__package__], pyro, torch))
 
 
-def unbatchable(e: RuntimeError) -> Exception:
-    """vmap's refusals, said in one line with the routes that run one weight draw at a time; other errors as they
-    are."""
+def unbatchable(e: RuntimeError, draws: int) -> Exception:
+    """vmap's refusals over ``draws`` weight draws, said in one line with the routes that run one weight draw at a
+    time; other errors as they are."""
     text = str(e)
-    if text.startswith("Batching rule not implemented for "):
+    shared = re.match(r"output with shape \[(.*?)\] doesn't match the broadcast shape \[(\d+)(?:, )?(.*?)\]", text)
+    if shared and int(shared[2]) == draws and shared[1] == shared[3]:  # one tensor, written from every draw
+        why = (f"the net updates a tensor of shape [{shared[1]}] in place from each weight draw (a running statistic "
+               f"in a buffer, say), which the draws cannot share: keep it out of the forward, or use an nn.BatchNorm "
+               f"(its running statistics get one update per pass)")
+    elif text.startswith("Batching rule not implemented for "):
         why = f"torch has no vmap rule for {text.split()[5].rstrip('.')}, which the net calls"
     elif "data-dependent control flow" in text:
         why = "the net's forward branches on a tensor's value (a Python if, or .item()): write it with torch.where"

@@ -564,6 +564,36 @@ def test_boolean_labels_and_a_tensor_dataset_train():
     assert float((pp.predicted_class() == (X[:, 0] > 0).long()).float().mean()) > 0.8
 
 
+class HandWrittenRunningMean(nn.Module):
+    """A user's own running statistic: a buffer moved in place towards each batch's mean activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(2, 8), nn.Linear(8, 3)
+        self.register_buffer("running", torch.zeros(8))
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.training:
+            with torch.no_grad():
+                self.running.mul_(0.9).add_(0.1 * h.mean(0))
+        return self.out(torch.relu(h - self.running))
+
+
+def test_a_buffer_written_from_each_draw_is_refused_on_batched_routes_and_trains_one_draw_at_a_time():
+    """Batched, it failed with "output with shape [8] doesn't match the broadcast shape [4, 8]"."""
+    bnn = pyrobnn.lift(HandWrittenRunningMean())
+    with pytest.raises(pyrobnn.errors.Unsupported, match=r"^the net updates a tensor of shape \[8\] in place from "
+                                                          r"each weight draw .* run one draw at a time: fit"):
+        pyrobnn.fit(bnn, MeanFieldNormal(bnn), (X, Y), epochs=1, num_particles=4, progress=False)
+    pyro.clear_param_store()
+    cell = check(pyrobnn.lift(HandWrittenRunningMean()), MeanFieldNormal, "svi", X, Y)  # the checker's ELBO is batched
+    assert cell.status == "refused" and "\n" not in cell.detail
+    guide = MeanFieldNormal(bnn)
+    hist = pyrobnn.fit(bnn, guide, (X, Y), epochs=30, lr=0.03, progress=False)  # one draw per step
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"] and bnn.net.running.abs().sum() > 0
+
+
 def test_predict_and_validation_take_dataloaders():
     from torch.utils.data import DataLoader, TensorDataset
     pyro.set_rng_seed(0)  # its net and loader order, not whatever the tests before it left in torch's generator
