@@ -155,7 +155,7 @@ def _check_shapes(saved: dict, current: dict, what: str):
         raise ValueError(f"checkpoint does not match the {what}: unexpected entry {extra[0]!r}")
 
 
-def _materialise(guide: Guide, bnn: BayesianNet, x1: torch.Tensor) -> None:
+def materialise(guide: Guide, bnn: BayesianNet, x1: torch.Tensor) -> None:
     """Create a lazy guide's parameters without touching the RNG or the net's state. A Pyro autoguide built on
     ``bnn.model`` is shown a target too (one drawn from the model), as in training: without one it would take
     ``obs`` for a latent site."""
@@ -176,7 +176,7 @@ def restore_model_state(ck: dict, bnn: BayesianNet, guide: Guide, x_example: tor
     adopt = getattr(guide, "adopt_state", None)  # a guide whose tensors' sizes come from the file (MCMC draws)
     if adopt is not None:
         adopt(ck["guide"])
-    _materialise(guide, bnn, x1)
+    materialise(guide, bnn, x1)
     if isinstance(guide, nn.Module) and adopt is None:
         _check_shapes(ck["guide"], guide.state_dict(), "guide")
         guide.load_state_dict(ck["guide"])

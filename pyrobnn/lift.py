@@ -283,6 +283,10 @@ class BayesianNet(nn.Module):
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)  # float32 features for a float64 net, as check_inputs casts them
         weights = {k: weights[k] for k in self.net_sites if k in weights}
+        first = next(iter(weights.values()), None)
+        if first is not None and first.dtype != self.dtype and first.is_floating_point():
+            raise ValueError(f"the weight draws are {first.dtype} but the net is {self.dtype} (cast after its guide "
+                             f"was built?): build the guide, or load the posterior, after casting the net")
         leads = [w.shape[: w.dim() - len(self.shapes[k])] for k, w in weights.items()]
         lead = torch.broadcast_shapes(*leads) if leads else torch.Size()
         if len(lead) == 0:

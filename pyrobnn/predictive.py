@@ -15,6 +15,7 @@ from torch import nn
 
 from ._types import ArrayLike, Guide
 from .batches import gathered
+from .checkpoint import materialise
 from .lift import BayesianNet
 from .likelihoods import Likelihood
 
@@ -35,6 +36,8 @@ def _weight_draws(bnn: BayesianNet, guide, x: torch.Tensor, n: int) -> dict[str,
     if hasattr(guide, "sample_posterior") and not isinstance(guide, pyro.infer.autoguide.AutoGuide):
         draws = guide.sample_posterior(n)
     else:
+        if isinstance(guide, pyro.infer.autoguide.AutoGuide) and getattr(guide, "prototype_trace", None) is None:
+            materialise(guide, bnn, x[:2])  # not yet run (untrained): built as training would, with a target
         # Any guide whose weight sites have the parameter as event shape: one trace under a plate.
         with pyro.plate("_draws", n, dim=-2):
             tr = poutine.trace(poutine.block(guide, hide_types=["param"])).get_trace(x)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal
 from pyro.optim import SGD, Adam, ClippedAdam
 from torch import nn
 
@@ -592,6 +593,14 @@ def test_a_buffer_written_from_each_draw_is_refused_on_batched_routes_and_trains
     guide = MeanFieldNormal(bnn)
     hist = pyrobnn.fit(bnn, guide, (X, Y), epochs=30, lr=0.03, progress=False)  # one draw per step
     assert hist.records[-1]["loss"] < hist.records[0]["loss"] and bnn.net.running.abs().sum() > 0
+
+
+def test_predict_with_a_pyro_autoguide_not_yet_run():
+    """Its lazy prototype was built without a target ("Continuous inference cannot handle discrete sample site
+    'obs'"); now as training builds it, and the draws come from its initial posterior."""
+    bnn = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3)))
+    pp = predict(bnn, AutoNormal(bnn.model), X, num_samples=5)
+    assert pp.outputs.shape == (5, len(X), 3) and torch.isfinite(pp.outputs).all()
 
 
 def test_predict_and_validation_take_dataloaders():

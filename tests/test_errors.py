@@ -144,10 +144,19 @@ CASES = [
      "custom likelihood 'pair': each target row has shape (3,) but the distribution is over (2,) per row"),
     ("ids outside a raw table", lambda: fit(torch.randint(12, 20, (10, 5)), Y.clamp(max=1), net=RawTable()),
      "X has 5 features; the net expects 8 (on X's integers as they are the net raised IndexError: index out of range"),
+    ("a net cast after its guide", lambda: _cast_after_guide(),
+     "the weight draws are torch.float32 but the net is torch.float64 (cast after its guide was built?)"),
     ("a final sigmoid", lambda: pyrobnn.lift(nn.Sequential(nn.Linear(2, 1), nn.Sigmoid()), likelihood="bernoulli")
      .check_inputs(X, Y.clamp(max=1)), "the net ends in a sigmoid, so it returns probabilities, but Bernoulli reads "
      "logits"),
 ]
+
+
+def _cast_after_guide():
+    b = bnn()
+    guide = MeanFieldNormal(b)
+    b.net.double()
+    pyrobnn.fit(b, guide, (X, Y), epochs=1, progress=False)
 
 
 def _fit_data(data):
