@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import rng
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -45,6 +46,30 @@ def bayesian_layers(bnn: BayesianNet) -> dict[str, dict[str, str]]:
     if any("weight" not in s for s in layers.values()):
         raise Unsupported("local/flipout estimators need each Bayesian layer's weight to be Bayesian")
     return layers
+
+
+def check_rows_independent(bnn: BayesianNet, x: torch.Tensor) -> None:
+    """Refuse a net whose output rows depend on each other (BatchNorm in train mode, attention across the batch):
+    local and flipout noise is drawn per row, which samples another model than one weight set shared by the rows.
+    Changes row 0 of ``x[:3]`` (to ``x[3]``) and watches rows 1 and 2, in train mode, with the same random stream."""
+    if x.shape[0] < 4 or torch.equal(x[0], x[3]):
+        return
+    other = x[:3].clone()
+    other[0] = x[3]
+    was = bnn.net.training
+    outs = []
+    try:
+        with torch.no_grad(), rng.preserved(), bnn.frozen_buffers():
+            bnn.net.train()
+            for rows in (x[:3], other):
+                torch.manual_seed(0)  # the same dropout masks in both passes
+                outs.append(bnn.scored(bnn.net(rows)))
+    finally:
+        bnn.net.train(was)
+    if not torch.allclose(outs[0][1:], outs[1][1:], rtol=1e-4, atol=1e-6):
+        raise Unsupported("local/flipout estimators draw each row's weights independently, but the net's output rows "
+                          "depend on each other (changing row 0 changed rows 1-2: BatchNorm in train mode, attention "
+                          "across the batch); use estimator='reparam'")
 
 
 def _conv_kwargs(m) -> dict:

@@ -25,6 +25,7 @@ from .batches import Batches, gathered
 from .distributed import world
 from .elbo import MeanField_ELBO
 from .errors import Unsupported
+from .estimators import check_rows_independent
 from .fastelbo import MeanFieldELBO, supports
 from .guard import DivergenceError
 from .history import History
@@ -128,6 +129,8 @@ def fit(bnn: BayesianNet, guide, data, *, epochs: int = 100, lr: float = 1e-2, b
             raise Unsupported("tbptt needs num_particles=1, estimator='reparam' and (X, y) tensors")
         carry = CarriedState(bnn.net)
     batches = Batches(bnn, data, batch_size, dev, tbptt, carry)
+    if estimator != "reparam" and batches.loader is None:
+        check_rows_independent(bnn, batches.x)
     val = None if val_data is None else _validation_data(bnn, val_data, tbptt, dev)
     opts = LoopOptions(epochs=int(epochs), lr=lr, optimizer=optimizer, clip_norm=clip_norm, lr_decay=lr_decay,
                        val_every=val_every, val_samples=val_samples, checkpoint=checkpoint,

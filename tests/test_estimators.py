@@ -63,3 +63,31 @@ def test_fit_with_each_estimator_and_bad_choices():
         pyrobnn.fit(bnn, MeanFieldNormal(bnn), (x, y), epochs=1, estimator="local", progress=False)
     with pytest.raises(ValueError, match="unknown estimator 'lrt'"):
         MeanFieldELBO(estimator="lrt")
+
+
+class BatchAttention(nn.Module):
+    """A set model: each row attends to the other rows of the batch (all of its Bayesian layers are Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.out = nn.Linear(2, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.q(x)
+        return self.out(torch.softmax(h @ h.T / 3, -1) @ h)
+
+
+@pytest.mark.parametrize("est", ["local", "flipout"])
+def test_nets_whose_rows_depend_on_each_other_are_refused_by_the_per_row_estimators(est):
+    """Per-row noise samples another model than weights shared by the rows: it trained silently before."""
+    x = torch.randn(64, 2)
+    y = (x[:, 0] > 0).long()
+    mixing = [BatchAttention(), nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))]
+    for net, priors in zip(mixing, [None, {"1": None}]):  # the BatchNorm itself kept deterministic
+        bnn = pyrobnn.lift(net, priors=priors)
+        with pytest.raises(pyrobnn.errors.Unsupported, match=r"^local/flipout estimators draw each row's weights "
+                                                              r"independently, but the net's output rows depend"):
+            pyrobnn.fit(bnn, MeanFieldNormal(bnn), (x, y), epochs=1, estimator=est, progress=False)
+    dropout = pyrobnn.lift(nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 3)))
+    hist = pyrobnn.fit(dropout, MeanFieldNormal(dropout), (x, y), epochs=20, lr=0.03, estimator=est, progress=False)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]  # per-row masks: rows stay independent
